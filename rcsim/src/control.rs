@@ -1,0 +1,143 @@
+//! `/_sim/*`: the fault and inspection API for tests written in other
+//! languages. Mounted only when rcsim starts with a control secret, which
+//! every call must carry in `X-Sim-Secret`.
+
+use crate::sim::{LoginPath, RouteFault, Sim};
+use crate::store::UserRef;
+use crate::hub::Out;
+use actix_web::{web, HttpRequest, HttpResponse, Scope};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The `/_sim` scope.
+pub fn scope(secret: String) -> Scope {
+    web::scope("/_sim")
+        .app_data(web::Data::new(ControlSecret(secret)))
+        .route("/{op}", web::route().to(handle))
+}
+
+struct ControlSecret(String);
+
+fn uid(sim: &Sim, username: Option<&str>) -> Option<String> {
+    let name = username?;
+    sim.store.lock().find_user(&UserRef::Username(name.into())).map(|u| u.id.clone())
+}
+
+async fn handle(
+    req: HttpRequest,
+    op: web::Path<String>,
+    body: web::Bytes,
+    sim: web::Data<Arc<Sim>>,
+    secret: web::Data<ControlSecret>,
+) -> HttpResponse {
+    let given = req.headers().get("x-sim-secret").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if given != secret.0 {
+        return HttpResponse::Unauthorized().json(json!({"error": "X-Sim-Secret missing or wrong"}));
+    }
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return HttpResponse::BadRequest().json(json!({"error": format!("invalid JSON: {e}")})),
+        }
+    };
+    let ms = |k: &str| Duration::from_millis(b.get(k).and_then(Value::as_u64).unwrap_or(0));
+    let username = b.get("username").and_then(Value::as_str);
+    match op.as_str() {
+        "stats" => {
+            let store = sim.store.lock();
+            let users: serde_json::Map<String, Value> = store
+                .users()
+                .map(|u| {
+                    (u.username.clone(), json!({
+                        "ddp_connections": sim.hub.user_connections(&u.id),
+                        "ddp_logins": sim.stats.logins(LoginPath::Ddp, &u.id),
+                        "rest_logins": sim.stats.logins(LoginPath::Rest, &u.id),
+                        "tokens": store.token_count(&u.id),
+                    }))
+                })
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "ddp_connections": sim.hub.connections(),
+                "delivered_events": sim.hub.delivered(),
+                "failed_logins": sim.stats.failed_logins(),
+                "users": users,
+            }))
+        }
+        "drop" => {
+            let target = uid(&sim, username);
+            let abrupt = b.get("abrupt").and_then(Value::as_bool).unwrap_or(false);
+            let n = sim.hub.signal(
+                |u, _| username.is_none() || (target.is_some() && u == target.as_deref()),
+                || if abrupt { Out::Abort } else { Out::Close(1000, "Normal closure".into()) },
+            );
+            HttpResponse::Ok().json(json!({"dropped": n}))
+        }
+        "refuse" => {
+            *sim.faults.refuse_until.lock() = Some(Instant::now() + ms("ms"));
+            HttpResponse::Ok().json(json!({}))
+        }
+        "deaf" => {
+            let on = b.get("on").and_then(Value::as_bool).unwrap_or(true);
+            sim.faults.deaf.store(on, std::sync::atomic::Ordering::Relaxed);
+            HttpResponse::Ok().json(json!({}))
+        }
+        "delay" => {
+            *sim.faults.delay.lock() = ms("ms");
+            HttpResponse::Ok().json(json!({}))
+        }
+        "fail" => {
+            let Some(route) = b.get("route").and_then(Value::as_str) else {
+                return HttpResponse::BadRequest().json(json!({"error": "route is required"}));
+            };
+            let status = b.get("status").and_then(Value::as_u64).unwrap_or(500) as u16;
+            let count = b.get("count").and_then(Value::as_u64).map(|c| c as u32);
+            sim.faults.routes.lock().insert(route.to_string(), RouteFault { status, remaining: count });
+            HttpResponse::Ok().json(json!({}))
+        }
+        "remove-tokens" => {
+            let Some(u) = uid(&sim, username) else {
+                return HttpResponse::NotFound().json(json!({"error": "no such user"}));
+            };
+            let removed = sim.store.lock().remove_user_tokens(&u);
+            sim.tokens_removed(&removed, None);
+            HttpResponse::Ok().json(json!({"removed": removed.len()}))
+        }
+        "post" => {
+            let (Some(u), Some(rid), Some(text)) = (
+                uid(&sim, b.get("from").and_then(Value::as_str)),
+                b.get("rid").and_then(Value::as_str),
+                b.get("text").and_then(Value::as_str),
+            ) else {
+                return HttpResponse::BadRequest().json(json!({"error": "from (an existing username), rid and text are required"}));
+            };
+            let real_name = sim.settings.read().use_real_name;
+            let mut out = vec![];
+            let r = sim.store.lock().post_message(&u, rid, text, Default::default(), real_name, &mut out);
+            sim.emit(out);
+            match r {
+                Ok(m) => HttpResponse::Ok().json(json!({"message": m})),
+                Err(e) => HttpResponse::BadRequest().json(json!({"error": e.message()})),
+            }
+        }
+        "settings" => {
+            let mut s = sim.settings.write();
+            let flag = |k: &str| b.get(k).and_then(Value::as_bool);
+            if let Some(v) = flag("rest_rate_limiter") { s.rest_rate_limiter = v; }
+            if let Some(v) = flag("block_failed_logins") { s.block_failed_logins = v; }
+            if let Some(v) = flag("two_factor_on_update") { s.two_factor_on_update = v; }
+            if let Some(v) = flag("email_2fa_auto_opt_in") { s.email_2fa_auto_opt_in = v; }
+            if let Some(v) = flag("ddp_login_rate_limit") { s.ddp_login_rate_limit = v; }
+            if let Some(v) = flag("updated_before_result") { s.updated_before_result = v; }
+            if let Some(v) = flag("send_server_id") { s.send_server_id = v; }
+            if let Some(v) = b.get("heartbeat_ms").and_then(Value::as_u64) {
+                s.heartbeat_interval = Duration::from_millis(v);
+                s.heartbeat_timeout = Duration::from_millis(v);
+            }
+            HttpResponse::Ok().json(json!({}))
+        }
+        other => HttpResponse::NotFound().json(json!({"error": format!("unknown control operation '{other}'")})),
+    }
+}

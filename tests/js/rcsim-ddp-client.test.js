@@ -1,0 +1,263 @@
+'use strict';
+// rcsim against npm `@rocket.chat/ddp-client` 1.1.2 (protocol doc 6.1, 2, 3).
+//
+// What the library needs:
+// - `connected` after its `connect` frame (createAndConnect resolves on it);
+// - `login` `result` with `{id, token, tokenExpires: {$date}}` (loginWithToken /
+//   loginWithPassword destructure `tokenExpires.$date` and throw without it);
+// - `ready` for its `sub` (subscription.ready() resolves), `nosub` for `unsub`;
+// - stream events as `changed` with `collection == "stream-<name>"` and
+//   `fields.eventName == key`; the callback gets `...fields.args`.
+//
+// Run: `node --test` in tests/js. rcsim binary: $RCSIM_BIN, default <repo>/target/debug/rcsim.
+// REST logins here (rate limiter: 10/min per route per IP): alice, bob = 2.
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+const readline = require('node:readline');
+const WS = require('ws');
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..');
+const RCSIM_BIN = process.env.RCSIM_BIN
+  ? path.resolve(REPO_ROOT, process.env.RCSIM_BIN)
+  : path.join(REPO_ROOT, 'target', 'debug', 'rcsim');
+const STARTUP_TIMEOUT_MS = 20000;
+const WAIT_MS = 10000;
+
+// Every frame on every ddp-client socket, for failure messages.
+const frames = [];
+class TapWebSocket extends WS {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('message', (e) => frames.push(`S: ${String(e.data)}`));
+  }
+
+  send(data, ...rest) {
+    frames.push(`C: ${data}`);
+    return super.send(data, ...rest);
+  }
+}
+// Node 20 has no global WebSocket (doc 6.1); DDPSDK.create uses the global.
+globalThis.WebSocket = TapWebSocket;
+
+const { DDPSDK } = require('@rocket.chat/ddp-client');
+
+let sim; // { proc, baseUrl, port, stderr: string[] }
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function diag() {
+  const tail = sim ? sim.stderr.join('').slice(-6000) : '';
+  return `\n--- ddp frames ---\n${frames.slice(-60).join('\n')}\n--- rcsim stderr tail ---\n${tail}`;
+}
+
+// Wrap an async check so a failure carries the frame log and rcsim's stderr.
+async function withDiag(fn) {
+  try {
+    await fn();
+  } catch (err) {
+    err.message += diag();
+    throw err;
+  }
+}
+
+function startRcsim() {
+  if (!fs.existsSync(RCSIM_BIN)) {
+    throw new Error(`rcsim binary not found at ${RCSIM_BIN} (build it with \`cargo build -p rcsim\` or set RCSIM_BIN)`);
+  }
+  const proc = spawn(RCSIM_BIN, ['--listen', '127.0.0.1:0', '--admin', 'super:123qwe', '--seed', 'demo'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stderr = [];
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (chunk) => {
+    stderr.push(chunk);
+    if (stderr.length > 2000) stderr.splice(0, 1000);
+  });
+  const lines = readline.createInterface({ input: proc.stdout });
+  const listening = new Promise((resolve, reject) => {
+    lines.on('line', (line) => {
+      const m = /^rcsim listening on (http:\/\/127\.0\.0\.1:(\d+))\s*$/.exec(line);
+      if (m) resolve({ baseUrl: m[1], port: Number(m[2]) });
+    });
+    proc.on('exit', (code, signal) => reject(new Error(`rcsim exited (${code ?? signal}) before listening`)));
+    proc.on('error', reject);
+  });
+  return withTimeout(listening, STARTUP_TIMEOUT_MS, "the 'rcsim listening on' line")
+    .then((addr) => ({ proc, stderr, ...addr }))
+    .catch((err) => {
+      proc.kill('SIGKILL');
+      err.message += `\nrcsim stderr:\n${stderr.join('').slice(-4000)}`;
+      throw err;
+    });
+}
+
+async function stopRcsim() {
+  if (!sim || sim.proc.exitCode !== null || sim.proc.signalCode !== null) return;
+  const exited = new Promise((resolve) => sim.proc.once('exit', resolve));
+  sim.proc.kill('SIGTERM');
+  try {
+    await withTimeout(exited, 5000, 'rcsim to exit');
+  } catch {
+    sim.proc.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function rest(method, route, { body, creds } = {}) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (creds) {
+    headers['X-User-Id'] = creds.userId;
+    headers['X-Auth-Token'] = creds.authToken;
+  }
+  const res = await withTimeout(
+    fetch(`${sim.baseUrl}/api/v1/${route}`, { method, headers, body: body && JSON.stringify(body) }),
+    WAIT_MS,
+    `${method} ${route}`,
+  );
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json, text };
+}
+
+async function restLogin(user, password) {
+  const r = await rest('POST', 'login', { body: { user, password } });
+  assert.equal(r.status, 200, `login ${user}: ${r.text}`);
+  assert.equal(r.json.status, 'success', r.text);
+  return r.json.data; // { userId, authToken, me }
+}
+
+async function postMessage(creds, text) {
+  const r = await rest('POST', 'chat.postMessage', { body: { roomId: 'GENERAL', text }, creds });
+  assert.equal(r.status, 200, `chat.postMessage: ${r.text}`);
+  assert.equal(r.json.success, true, r.text);
+  return r.json.message;
+}
+
+async function connectSdk() {
+  // The SDK strips the scheme and connects to ws://host:port/websocket (doc 6.1).
+  // retryCount 0: a dropped socket must fail the test, not be papered over by a reconnect.
+  return withTimeout(
+    DDPSDK.createAndConnect(`ws://127.0.0.1:${sim.port}`, { retryCount: 0, retryTime: 100 }),
+    WAIT_MS,
+    'DDP connected',
+  );
+}
+
+function closeSdk(sdk) {
+  if (!sdk) return;
+  sdk.connection.close();
+  // connection.close() marks the status 'closed', so no 'disconnected' event stops the
+  // heartbeat/timeout timers; stop them so node can exit.
+  sdk.timeoutControl.stop();
+}
+
+function assertEjsonDate(value, what) {
+  assert.ok(value && typeof value === 'object', `${what} must be {$date: n}, got ${JSON.stringify(value)}`);
+  assert.deepEqual(Object.keys(value), ['$date'], `${what}: ${JSON.stringify(value)}`);
+  assert.ok(Number.isInteger(value.$date) && value.$date > 1e12, `${what}: ${JSON.stringify(value)}`);
+}
+
+before(async () => {
+  sim = await startRcsim();
+});
+
+after(async () => {
+  await stopRcsim();
+});
+
+test('resume login, stream-room-messages GENERAL, message posted by bob over REST arrives', () =>
+  withDiag(async () => {
+    const alice = await restLogin('alice', 'alice-pw');
+    const bob = await restLogin('bob', 'bob-pw');
+    const sdk = await connectSdk();
+    try {
+      const result = await withTimeout(sdk.account.loginWithToken(alice.authToken), WAIT_MS, 'login result');
+      assert.equal(result.id, alice.userId);
+      assert.equal(result.token, alice.authToken, 'a resume login returns the same token (doc 3.1)');
+      assert.equal(result.type, 'resume');
+      assertEjsonDate(result.tokenExpires, 'result.tokenExpires');
+      assert.equal(sdk.account.uid, alice.userId);
+      // The server publishes the user's own document (`added` users) on login (doc 3.1),
+      // which is where the SDK learns the username.
+      assert.equal(sdk.account.user && sdk.account.user.username, 'alice', 'no `added users` frame with fields.username before the login result');
+
+      const events = [];
+      let notify;
+      const first = new Promise((resolve) => {
+        notify = resolve;
+      });
+      const sub = sdk.stream('room-messages', 'GENERAL', (...args) => {
+        events.push(args);
+        notify(args);
+      });
+      await withTimeout(sub.ready(), WAIT_MS, 'ready for stream-room-messages GENERAL');
+
+      const text = `hello from bob ${crypto.randomUUID().slice(0, 8)}`;
+      const posted = await postMessage(bob, text);
+
+      const args = await withTimeout(first, WAIT_MS, 'stream-room-messages event');
+      assert.equal(args.length, 1, `stream-room-messages args must be [IMessage] (doc 3.4): ${JSON.stringify(args)}`);
+      const [msg] = args;
+      assert.equal(msg._id, posted._id);
+      assert.equal(msg.rid, 'GENERAL');
+      assert.equal(msg.msg, text);
+      assert.equal(msg.u._id, bob.userId);
+      assert.equal(msg.u.username, 'bob');
+      assertEjsonDate(msg.ts, 'message.ts');
+      assertEjsonDate(msg._updatedAt, 'message._updatedAt');
+      assert.equal(msg.ts.$date, Date.parse(posted.ts), 'DDP ts and REST ts are the same instant');
+
+      // unsub is always answered with nosub without error (doc 3.3).
+      await withTimeout(sdk.client.unsubscribe(sub.id), WAIT_MS, 'nosub after unsub');
+    } finally {
+      closeSdk(sdk);
+    }
+  }));
+
+test('password login with a sha-256 digest (carol)', () =>
+  withDiag(async () => {
+    const sdk = await connectSdk();
+    try {
+      const digest = crypto.createHash('sha256').update('carol-pw').digest('hex');
+      await withTimeout(sdk.account.loginWithPassword('carol', digest), WAIT_MS, 'login result');
+      assert.match(sdk.account.uid, /^[23456789ABCDEFGHJKLMNPQRSTWXYZabcdefghijkmnopqrstuvwxyz]{17}$/);
+      assert.match(sdk.account.user.token, /^[A-Za-z0-9_-]{43}$/, 'login tokens are Random.secret() (doc intro)');
+      assert.ok(sdk.account.user.tokenExpires instanceof Date && sdk.account.user.tokenExpires > new Date());
+      assert.equal(sdk.account.user.username, 'carol');
+
+      // A wrong password is a method error (403 "Incorrect password", doc 3.1).
+      const bad = await connectSdk();
+      try {
+        await assert.rejects(
+          withTimeout(bad.account.loginWithPassword('carol', 'f'.repeat(64)), WAIT_MS, 'login error'),
+          (err) => {
+            assert.equal(err.error, 403, JSON.stringify(err));
+            assert.equal(err.reason, 'Incorrect password', JSON.stringify(err));
+            return true;
+          },
+        );
+      } finally {
+        closeSdk(bad);
+      }
+    } finally {
+      closeSdk(sdk);
+    }
+  }));

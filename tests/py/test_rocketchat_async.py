@@ -1,0 +1,146 @@
+"""rcsim against pypi `rocketchat-async` 4.3.0 (DDP over `websockets` 10.4).
+
+What the library needs (protocol doc 6.3, 2, 3):
+- it sends `connect` and does not wait for `connected`; `login` (password digest or
+  resume) must get a `result` with `result.id`;
+- `rooms/get` with no params must return a list of rooms with `_id` and `t`;
+- it subscribes with `["GENERAL", {"useCollection": false, "args": []}]` and never waits
+  for `ready`; it only handles `changed` frames, keyed by `collection`, and reads
+  `fields.args[0]` as the message (`_id`, `rid`, `tmid`, `u._id`, `msg`, `t`, ...).
+
+Synchronisation: the library ignores `ready`, so after subscribing each test makes one
+more DDP method call and waits for its `result`. The real server handles one connection's
+frames in order (doc 2.3), so once that result is in, the `sub` has been processed and the
+REST post that follows must be delivered. Every wait has a timeout.
+
+The dispatcher runs with verbose=True: its Outgoing/Incoming frame log is printed in the
+captured stdout of a failing test.
+
+REST logins in this module: bob (poster), alice (token for the resume test) = 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+import requests
+from rocketchat_async import RocketChat
+
+from conftest import DEMO_PASSWORDS, HTTP_TIMEOUT_S
+
+WAIT_S = 10
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def post_as(rcsim, creds: dict, text: str) -> dict:
+    """POST /api/v1/chat.postMessage into GENERAL with plain REST (doc 1.8)."""
+    r = requests.post(
+        rcsim.api("chat.postMessage"),
+        json={"roomId": "GENERAL", "text": text},
+        headers={"X-User-Id": creds["userId"], "X-Auth-Token": creds["authToken"]},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    assert r.status_code == 200, f"chat.postMessage: HTTP {r.status_code} {r.text}"
+    body = r.json()
+    assert body.get("success") is True, body
+    assert isinstance(body.get("ts"), int), f"chat.postMessage ts must be epoch ms: {body}"
+    msg = body["message"]
+    assert msg["rid"] == "GENERAL" and msg["msg"] == text, body
+    assert ISO_DATE.match(msg.get("ts", "")), f"REST message.ts must be an ISO string: {body}"
+    return msg
+
+
+async def _close(rc: RocketChat) -> None:
+    for name in ("dispatch_task", "_ws_connection_task"):
+        task = getattr(rc, name, None)
+        if task is not None and not task.done():
+            task.cancel()
+    for name in ("dispatch_task", "_ws_connection_task"):
+        task = getattr(rc, name, None)
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, WAIT_S)
+            except BaseException:  # cancelled, or the connection error it ended with
+                pass
+
+
+def test_password_login_channels_and_room_messages(rcsim):
+    bob = rcsim.rest_login("bob", DEMO_PASSWORDS["bob"])
+    text = f"hello {uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        rc = RocketChat(verbose=True)
+        try:
+            await asyncio.wait_for(rc.start(rcsim.ws_url, "alice", DEMO_PASSWORDS["alice"]), WAIT_S)
+            assert isinstance(rc.user_id, str) and len(rc.user_id) == 17, rc.user_id
+
+            channels = await asyncio.wait_for(rc.get_channels(), WAIT_S)
+            assert ("GENERAL", "c") in channels, channels
+
+            received: asyncio.Queue = asyncio.Queue()
+
+            def on_message(channel_id, sender_id, msg_id, thread_id, msg, qualifier, unread, repeated):
+                received.put_nowait(
+                    dict(channel_id=channel_id, sender_id=sender_id, msg_id=msg_id, thread_id=thread_id,
+                         msg=msg, qualifier=qualifier, unread=unread, repeated=repeated)
+                )
+
+            sub_id = await asyncio.wait_for(rc.subscribe_to_channel_messages("GENERAL", on_message), WAIT_S)
+            assert sub_id
+            # Barrier: a method result after the sub (see module docstring).
+            await asyncio.wait_for(rc.get_channels(), WAIT_S)
+
+            posted = await asyncio.to_thread(post_as, rcsim, bob, text)
+
+            event = await asyncio.wait_for(received.get(), WAIT_S)
+            assert event == dict(
+                channel_id="GENERAL", sender_id=bob["userId"], msg_id=posted["_id"], thread_id=None,
+                msg=text, qualifier=None, unread=False, repeated=False,
+            ), event
+            await asyncio.wait_for(rc.unsubscribe(sub_id), WAIT_S)
+        finally:
+            await _close(rc)
+
+    asyncio.run(scenario())
+
+
+def test_resume_with_rest_token_and_raw_message_shape(rcsim):
+    alice = rcsim.rest_login("alice", DEMO_PASSWORDS["alice"])
+    text = f"raw {uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        rc = RocketChat(verbose=True)
+        try:
+            # A REST-issued token resumes over DDP (doc 3.1).
+            await asyncio.wait_for(rc.resume(rcsim.ws_url, "alice", alice["authToken"]), WAIT_S)
+            assert rc.user_id == alice["userId"]
+
+            raw_channels = await asyncio.wait_for(rc.get_channels_raw(), WAIT_S)
+            assert isinstance(raw_channels, list), raw_channels
+            general = [r for r in raw_channels if r.get("_id") == "GENERAL"]
+            assert general and general[0].get("t") == "c" and general[0].get("name") == "general", raw_channels
+
+            received: asyncio.Queue = asyncio.Queue()
+            sub_id = await asyncio.wait_for(
+                rc.subscribe_to_channel_messages_raw("GENERAL", received.put_nowait), WAIT_S
+            )
+            await asyncio.wait_for(rc.get_channels(), WAIT_S)  # barrier
+
+            # alice posts herself this time, with the token she resumed with.
+            posted = await asyncio.to_thread(post_as, rcsim, alice, text)
+
+            msg = await asyncio.wait_for(received.get(), WAIT_S)
+            assert msg["_id"] == posted["_id"], msg
+            assert msg["rid"] == "GENERAL" and msg["msg"] == text, msg
+            assert msg["u"]["_id"] == alice["userId"] and msg["u"]["username"] == "alice", msg
+            # DDP is EJSON: dates inside stream payloads are {"$date": <ms number>} (doc intro, 5.1).
+            for key in ("ts", "_updatedAt"):
+                assert isinstance(msg.get(key), dict) and set(msg[key]) == {"$date"}, f"{key}: {msg}"
+                assert isinstance(msg[key]["$date"], int), f"{key}: {msg}"
+            await asyncio.wait_for(rc.unsubscribe(sub_id), WAIT_S)
+        finally:
+            await _close(rc)
+
+    asyncio.run(scenario())
