@@ -9,13 +9,14 @@
 // - stream events as `changed` with `collection == "stream-<name>"` and
 //   `fields.eventName == key`; the callback gets `...fields.args`.
 //
-// Run: `node --test` in tests/js. rcsim binary: $RCSIM_BIN, default <repo>/target/debug/rcsim.
+// Run: `node --test` in tests/js (RCSIM_TRACE=1 prints every DDP frame). rcsim binary: $RCSIM_BIN, default <repo>/target/debug/rcsim.
 // REST logins here (rate limiter: 10/min per route per IP): alice, bob = 2.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
+const { EventEmitter } = require('node:events');
 const fs = require('node:fs');
 const path = require('node:path');
 const readline = require('node:readline');
@@ -28,16 +29,22 @@ const RCSIM_BIN = process.env.RCSIM_BIN
 const STARTUP_TIMEOUT_MS = 20000;
 const WAIT_MS = 10000;
 
-// Every frame on every ddp-client socket, for failure messages.
+// Every frame on every ddp-client socket, for failure messages and for tests that wait
+// for a particular frame (`tap` emits 'frame' with 'S: ...' / 'C: ...').
 const frames = [];
+const tap = new EventEmitter();
+function record(line) {
+  frames.push(line);
+  tap.emit('frame', line);
+}
 class TapWebSocket extends WS {
   constructor(...args) {
     super(...args);
-    this.addEventListener('message', (e) => frames.push(`S: ${String(e.data)}`));
+    this.addEventListener('message', (e) => record(`S: ${String(e.data)}`));
   }
 
   send(data, ...rest) {
-    frames.push(`C: ${data}`);
+    record(`C: ${data}`);
     return super.send(data, ...rest);
   }
 }
@@ -46,7 +53,7 @@ globalThis.WebSocket = TapWebSocket;
 
 const { DDPSDK } = require('@rocket.chat/ddp-client');
 
-let sim; // { proc, baseUrl, port, stderr: string[] }
+let sim; // the shared instance: { proc, baseUrl, port, stderr: string[] }
 
 function withTimeout(promise, ms, what) {
   let timer;
@@ -58,8 +65,10 @@ function withTimeout(promise, ms, what) {
   ]).finally(() => clearTimeout(timer));
 }
 
+const running = new Set(); // every rcsim started by this file
+
 function diag() {
-  const tail = sim ? sim.stderr.join('').slice(-6000) : '';
+  const tail = [...running].map((s) => s.stderr.join('').slice(-4000)).join('\n--- next rcsim ---\n');
   return `\n--- ddp frames ---\n${frames.slice(-60).join('\n')}\n--- rcsim stderr tail ---\n${tail}`;
 }
 
@@ -73,11 +82,11 @@ async function withDiag(fn) {
   }
 }
 
-function startRcsim() {
+function startRcsim(extraArgs = []) {
   if (!fs.existsSync(RCSIM_BIN)) {
     throw new Error(`rcsim binary not found at ${RCSIM_BIN} (build it with \`cargo build -p rcsim\` or set RCSIM_BIN)`);
   }
-  const proc = spawn(RCSIM_BIN, ['--listen', '127.0.0.1:0', '--admin', 'super:123qwe', '--seed', 'demo'], {
+  const proc = spawn(RCSIM_BIN, ['--listen', '127.0.0.1:0', '--admin', 'super:123qwe', '--seed', 'demo', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stderr = [];
@@ -96,7 +105,11 @@ function startRcsim() {
     proc.on('error', reject);
   });
   return withTimeout(listening, STARTUP_TIMEOUT_MS, "the 'rcsim listening on' line")
-    .then((addr) => ({ proc, stderr, ...addr }))
+    .then((addr) => {
+      const handle = { proc, stderr, ...addr };
+      running.add(handle);
+      return handle;
+    })
     .catch((err) => {
       proc.kill('SIGKILL');
       err.message += `\nrcsim stderr:\n${stderr.join('').slice(-4000)}`;
@@ -104,14 +117,17 @@ function startRcsim() {
     });
 }
 
-async function stopRcsim() {
-  if (!sim || sim.proc.exitCode !== null || sim.proc.signalCode !== null) return;
-  const exited = new Promise((resolve) => sim.proc.once('exit', resolve));
-  sim.proc.kill('SIGTERM');
+async function stopRcsim(handle) {
+  if (!handle) return;
+  running.delete(handle);
+  const { proc } = handle;
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  proc.kill('SIGTERM');
   try {
     await withTimeout(exited, 5000, 'rcsim to exit');
   } catch {
-    sim.proc.kill('SIGKILL');
+    proc.kill('SIGKILL');
     await exited;
   }
 }
@@ -151,11 +167,11 @@ async function postMessage(creds, text) {
   return r.json.message;
 }
 
-async function connectSdk() {
+async function connectSdk(target = sim) {
   // The SDK strips the scheme and connects to ws://host:port/websocket (doc 6.1).
   // retryCount 0: a dropped socket must fail the test, not be papered over by a reconnect.
   return withTimeout(
-    DDPSDK.createAndConnect(`ws://127.0.0.1:${sim.port}`, { retryCount: 0, retryTime: 100 }),
+    DDPSDK.createAndConnect(`ws://127.0.0.1:${target.port}`, { retryCount: 0, retryTime: 100 }),
     WAIT_MS,
     'DDP connected',
   );
@@ -180,7 +196,8 @@ before(async () => {
 });
 
 after(async () => {
-  await stopRcsim();
+  await Promise.all([...running].map(stopRcsim));
+  if (process.env.RCSIM_TRACE) console.log(frames.join('\n')); // RCSIM_TRACE=1 node --test
 });
 
 test('resume login, stream-room-messages GENERAL, message posted by bob over REST arrives', () =>
@@ -259,5 +276,40 @@ test('password login with a sha-256 digest (carol)', () =>
       }
     } finally {
       closeSdk(sdk);
+    }
+  }));
+
+test('server heartbeat ping is answered by the library and the connection stays up', () =>
+  withDiag(async () => {
+    // Server pings an idle connection with {"msg":"ping"} (no id, doc 2.2); the client
+    // answers {"msg":"pong"} (doc 6.1). A short heartbeat makes this quick.
+    const hb = await startRcsim(['--heartbeat-ms', '300']);
+    let sdk;
+    let onFrame;
+    try {
+      sdk = await connectSdk(hb);
+      const digest = crypto.createHash('sha256').update('carol-pw').digest('hex');
+      await withTimeout(sdk.account.loginWithPassword('carol', digest), WAIT_MS, 'login result');
+
+      const seen = { ping: 0, pong: 0 };
+      const twoPongs = new Promise((resolve) => {
+        onFrame = (line) => {
+          if (line === 'S: {"msg":"ping"}') seen.ping += 1;
+          if (line === 'C: {"msg":"pong"}') seen.pong += 1;
+          if (seen.pong >= 2) resolve();
+        };
+        tap.on('frame', onFrame);
+      });
+      // Idle until the server has pinged twice and the library answered both; the
+      // second ping means the first pong kept the connection open.
+      await withTimeout(twoPongs, WAIT_MS, 'two server pings answered with pongs');
+      assert.ok(seen.ping >= 2, JSON.stringify(seen));
+
+      const rooms = await withTimeout(sdk.call('rooms/get'), WAIT_MS, 'rooms/get result');
+      assert.ok(Array.isArray(rooms) && rooms.some((r) => r._id === 'GENERAL' && r.t === 'c'), JSON.stringify(rooms));
+    } finally {
+      if (onFrame) tap.off('frame', onFrame);
+      closeSdk(sdk);
+      await stopRcsim(hb);
     }
   }));

@@ -75,7 +75,7 @@ class Rcsim:
         return body["data"]
 
 
-def _start_rcsim(log_path: Path) -> Rcsim:
+def _start_rcsim(log_path: Path, extra_args: tuple[str, ...] = ()) -> Rcsim:
     binary = rcsim_bin()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(
@@ -85,7 +85,7 @@ def _start_rcsim(log_path: Path) -> Rcsim:
         )
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [str(binary), "--listen", "127.0.0.1:0", "--admin", f"{ADMIN_USER}:{ADMIN_PASSWORD}", "--seed", "demo"],
+        [str(binary), "--listen", "127.0.0.1:0", "--admin", f"{ADMIN_USER}:{ADMIN_PASSWORD}", "--seed", "demo", *extra_args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=log,
@@ -134,15 +134,30 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def rcsim(request, tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("rcsim") / "rcsim.stderr.log"
-    sim = _start_rcsim(log_path)
-    request.config.stash.setdefault(_ACTIVE_KEY, []).append(sim)
+def rcsim_factory(request, tmp_path_factory):
+    """Start extra rcsim instances with extra CLI args; all are stopped with the module."""
+    started: list[Rcsim] = []
+    active = request.config.stash.setdefault(_ACTIVE_KEY, [])
+
+    def start(*extra_args: str) -> Rcsim:
+        log_path = tmp_path_factory.mktemp("rcsim") / "rcsim.stderr.log"
+        sim = _start_rcsim(log_path, tuple(extra_args))
+        started.append(sim)
+        active.append(sim)
+        return sim
+
     try:
-        yield sim
+        yield start
     finally:
-        _stop(sim.proc)
-        request.config.stash[_ACTIVE_KEY].remove(sim)
+        for sim in started:
+            _stop(sim.proc)
+            active.remove(sim)
+
+
+@pytest.fixture(scope="module")
+def rcsim(rcsim_factory):
+    """One rcsim (`--seed demo`, default settings) per test module."""
+    return rcsim_factory()
 
 
 _ACTIVE_KEY = pytest.StashKey[list]()
@@ -152,6 +167,7 @@ _ACTIVE_KEY = pytest.StashKey[list]()
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "rcsim" in getattr(item, "fixturenames", ()):
+    names = getattr(item, "fixturenames", ())
+    if report.failed and ("rcsim" in names or "rcsim_factory" in names):
         for sim in item.config.stash.get(_ACTIVE_KEY, []):
             report.sections.append((f"rcsim stderr tail ({sim.log_path})", sim.stderr_tail()))

@@ -25,7 +25,11 @@ import asyncio
 import re
 import uuid
 
+import hashlib
+import json
+
 import requests
+import websockets
 from rocketchat_async import RocketChat
 
 from conftest import DEMO_PASSWORDS, HTTP_TIMEOUT_S
@@ -89,7 +93,12 @@ def test_password_login_channels_and_room_messages(rcsim):
 
             sub_id = await asyncio.wait_for(rc.subscribe_to_channel_messages("GENERAL", on_message), WAIT_S)
             assert sub_id
-            # Barrier: a method result after the sub (see module docstring).
+            # `<uid>/rooms-changed` with params [event, false]; callback gets (args[1]._id, args[1].t).
+            room_changes: asyncio.Queue = asyncio.Queue()
+            await asyncio.wait_for(
+                rc.subscribe_to_channel_changes(lambda rid, t: room_changes.put_nowait((rid, t))), WAIT_S
+            )
+            # Barrier: a method result after the subs (see module docstring).
             await asyncio.wait_for(rc.get_channels(), WAIT_S)
 
             posted = await asyncio.to_thread(post_as, rcsim, bob, text)
@@ -99,6 +108,8 @@ def test_password_login_channels_and_room_messages(rcsim):
                 channel_id="GENERAL", sender_id=bob["userId"], msg_id=posted["_id"], thread_id=None,
                 msg=text, qualifier=None, unread=False, repeated=False,
             ), event
+            # A new message updates the room for every member: rooms-changed ["updated", room] (doc 3.4, 7.6).
+            assert await asyncio.wait_for(room_changes.get(), WAIT_S) == ("GENERAL", "c")
             await asyncio.wait_for(rc.unsubscribe(sub_id), WAIT_S)
         finally:
             await _close(rc)
@@ -141,6 +152,144 @@ def test_resume_with_rest_token_and_raw_message_shape(rcsim):
                 assert isinstance(msg[key]["$date"], int), f"{key}: {msg}"
             await asyncio.wait_for(rc.unsubscribe(sub_id), WAIT_S)
         finally:
+            await _close(rc)
+
+    asyncio.run(scenario())
+
+
+def test_server_heartbeat_ping_answered_by_library_pong(rcsim_factory):
+    """The server pings an idle connection (`{"msg":"ping"}`, no id, doc 2.2); the library
+    answers `{"msg":"pong"}` without an id (doc 6.3) and the connection must stay up."""
+    sim = rcsim_factory("--heartbeat-ms", "300")
+
+    async def scenario():
+        rc = RocketChat(verbose=True)
+        try:
+            await asyncio.wait_for(rc.start(sim.ws_url, "carol", DEMO_PASSWORDS["carol"]), WAIT_S)
+
+            pongs: asyncio.Queue = asyncio.Queue()
+            call_method = rc._dispatcher.call_method
+
+            async def spy(msg, msg_id=None):
+                if msg.get("msg") == "pong":
+                    pongs.put_nowait(msg)
+                return await call_method(msg, msg_id)
+
+            rc._dispatcher.call_method = spy  # observe the library's own pong replies
+
+            # Stay idle: two server pings, each answered by the library. After the second
+            # one the first pong has evidently been accepted (the socket was not closed).
+            for _ in range(2):
+                pong = await asyncio.wait_for(pongs.get(), WAIT_S)
+                assert pong == {"msg": "pong"}, pong
+
+            channels = await asyncio.wait_for(rc.get_channels(), WAIT_S)
+            assert ("GENERAL", "c") in channels, channels
+        finally:
+            await _close(rc)
+
+    asyncio.run(scenario())
+
+
+class RawDdp:
+    """A bare DDP connection (plain `websockets`), used only as an independent observer."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.n = 0
+
+    @classmethod
+    async def login(cls, url: str, username: str, password: str) -> "RawDdp":
+        ws = await websockets.connect(url)
+        self = cls(ws)
+        await self.send({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]})
+        await self.expect(lambda m: m.get("msg") == "connected")
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        res = await self.call("login", {"user": {"username": username}, "password": {"digest": digest, "algorithm": "sha-256"}})
+        assert "result" in res, res
+        return self
+
+    async def send(self, obj: dict) -> None:
+        await self.ws.send(json.dumps(obj))
+
+    async def expect(self, pred, what: str = "frame") -> dict:
+        async def loop():
+            while True:
+                m = json.loads(await self.ws.recv())
+                if m.get("msg") == "ping":
+                    await self.send({"msg": "pong", **({"id": m["id"]} if "id" in m else {})})
+                if pred(m):
+                    return m
+        try:
+            return await asyncio.wait_for(loop(), WAIT_S)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"observer: no {what} within {WAIT_S}s") from None
+
+    async def call(self, method: str, *params) -> dict:
+        self.n += 1
+        mid = f"obs-{self.n}"
+        await self.send({"msg": "method", "method": method, "params": list(params), "id": mid})
+        return await self.expect(lambda m: m.get("msg") == "result" and m.get("id") == mid, f"result of {method}")
+
+    async def sub(self, name: str, *params) -> None:
+        self.n += 1
+        sid = f"obs-{self.n}"
+        await self.send({"msg": "sub", "id": sid, "name": name, "params": list(params)})
+        m = await self.expect(
+            lambda m: (m.get("msg") == "ready" and sid in m.get("subs", [])) or (m.get("msg") == "nosub" and m.get("id") == sid),
+            f"ready for {name} {params}",
+        )
+        assert m["msg"] == "ready", f"sub {name} {params} refused: {m}"
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def test_send_message_reaction_and_typing_over_ddp(rcsim):
+    """The library's DDP writes (doc 6.3 "Other methods it sends"): `sendMessage`,
+    `setReaction` (not awaited by the library) and the `stream-notify-room` method for
+    `<rid>/user-activity`. Effects are checked the way a real server shows them:
+    the room-messages stream resends the full message after a reaction (doc 3.4), and
+    other members subscribed to `stream-notify-room` `<rid>/user-activity` get
+    `[username, ["user-typing"], extra]` (doc 3.4)."""
+    text = f"ddp {uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        rc = RocketChat(verbose=True)
+        bob = None
+        try:
+            await asyncio.wait_for(rc.start(rcsim.ws_url, "alice", DEMO_PASSWORDS["alice"]), WAIT_S)
+            received: asyncio.Queue = asyncio.Queue()
+            await asyncio.wait_for(
+                rc.subscribe_to_channel_messages("GENERAL", lambda *a: received.put_nowait(a)), WAIT_S
+            )
+            await asyncio.wait_for(rc.get_channels(), WAIT_S)  # barrier
+
+            await asyncio.wait_for(rc.send_message(text, "GENERAL"), WAIT_S)
+            channel_id, sender_id, msg_id, thread_id, msg, qualifier, unread, repeated = await asyncio.wait_for(
+                received.get(), WAIT_S
+            )
+            assert (channel_id, sender_id, thread_id, msg, qualifier, repeated) == (
+                "GENERAL", rc.user_id, None, text, None, False
+            )
+            assert len(msg_id) == 12, msg_id  # the library picks the _id; the server keeps it
+
+            await asyncio.wait_for(rc.send_reaction(msg_id, ":+1:"), WAIT_S)
+            again = await asyncio.wait_for(received.get(), WAIT_S)
+            assert again[2] == msg_id and again[7] is True, f"expected the reacted message resent with repeated=True: {again}"
+
+            bob = await RawDdp.login(rcsim.ws_url, "bob", DEMO_PASSWORDS["bob"])
+            await bob.sub("stream-notify-room", "GENERAL/user-activity", {"useCollection": False, "args": []})
+            await asyncio.wait_for(rc.send_typing_event("GENERAL"), WAIT_S)
+            ev = await bob.expect(
+                lambda m: m.get("msg") == "changed" and m.get("collection") == "stream-notify-room",
+                "stream-notify-room user-activity event",
+            )
+            assert ev["id"] == "id", ev
+            assert ev["fields"] == {"eventName": "GENERAL/user-activity", "args": ["alice", ["user-typing"], {}]}, ev
+        finally:
+            if bob is not None:
+                await bob.close()
             await _close(rc)
 
     asyncio.run(scenario())
