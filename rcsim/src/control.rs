@@ -3,7 +3,7 @@
 //! every call must carry in `X-Sim-Secret`.
 
 use crate::sim::{LoginPath, RouteFault, Sim};
-use crate::store::UserRef;
+use crate::store::{NewUser, RoomType, UserRef};
 use crate::hub::Out;
 use actix_web::{web, HttpRequest, HttpResponse, Scope};
 use serde_json::{json, Value};
@@ -137,6 +137,79 @@ async fn handle(
                 s.heartbeat_timeout = Duration::from_millis(v);
             }
             HttpResponse::Ok().json(json!({}))
+        }
+        "bulk-users" => {
+            let prefix = b.get("prefix").and_then(Value::as_str).unwrap_or("user");
+            let count = b.get("count").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let mut made = vec![];
+            let mut out = vec![];
+            {
+                let mut store = sim.store.lock();
+                for i in 0..count {
+                    let username = format!("{prefix}{i}");
+                    let new = NewUser { username: username.clone(), name: username.clone(), password: format!("{username}-pw"), ..Default::default() };
+                    match store.create_user(new, &mut out) {
+                        Ok(uid) => {
+                            let (token, _) = store.add_token(&uid);
+                            made.push(json!({"username": username, "uid": uid, "token": token}));
+                        }
+                        Err(e) => return HttpResponse::BadRequest().json(json!({"error": e.message()})),
+                    }
+                }
+            }
+            sim.emit(out);
+            HttpResponse::Ok().json(json!({"users": made}))
+        }
+        "room" => {
+            let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
+            let members: Vec<String> = b
+                .get("members")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| uid(&sim, m.as_str()))
+                .collect();
+            let Some((creator, rest)) = members.split_first() else {
+                return HttpResponse::BadRequest().json(json!({"error": "members must name existing users"}));
+            };
+            let t = if b.get("type").and_then(Value::as_str) == Some("c") { RoomType::Channel } else { RoomType::Group };
+            let mut out = vec![];
+            let r = sim.store.lock().create_room(t, name, creator, rest, None, false, &mut out);
+            sim.emit(out);
+            match r {
+                Ok(rid) => HttpResponse::Ok().json(json!({"rid": rid})),
+                Err(e) => HttpResponse::BadRequest().json(json!({"error": e.message()})),
+            }
+        }
+        "load" => {
+            // The fast path: post `count` messages round-robin over `rooms`,
+            // each from the room's first member, on a thread of its own so
+            // the HTTP workers keep writing to sockets meanwhile.
+            let rooms: Vec<String> = b.get("rooms").and_then(Value::as_array).into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
+            let count = b.get("count").and_then(Value::as_u64).unwrap_or(0);
+            let text = b.get("text").and_then(Value::as_str).unwrap_or("load").to_string();
+            let senders: Vec<Option<String>> = {
+                let store = sim.store.lock();
+                rooms.iter().map(|r| store.room(r).and_then(|room| room.members.first().cloned())).collect()
+            };
+            if rooms.is_empty() || senders.iter().any(Option::is_none) {
+                return HttpResponse::BadRequest().json(json!({"error": "rooms must name existing rooms with members"}));
+            }
+            let sim = Arc::clone(&sim);
+            std::thread::spawn(move || {
+                for i in 0..count as usize {
+                    let k = i % rooms.len();
+                    let mut out = vec![];
+                    let sender = senders[k].as_deref().unwrap_or_default();
+                    let r = sim.store.lock().post_message(sender, &rooms[k], &text, Default::default(), false, &mut out);
+                    if let Err(e) = r {
+                        log::warn!("rcsim load: {}", e.message());
+                        return;
+                    }
+                    sim.emit(out);
+                }
+            });
+            HttpResponse::Ok().json(json!({"posting": count}))
         }
         other => HttpResponse::NotFound().json(json!({"error": format!("unknown control operation '{other}'")})),
     }

@@ -16,7 +16,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::time::sleep_until;
 
 /// DDP versions Meteor supports, best first.
 const SUPPORTED: [&str; 3] = ["1", "pre2", "pre1"];
@@ -122,6 +121,10 @@ impl Connection {
         let mut next_check = Instant::now() + interval;
         let mut heard = false;
         let mut ping_deadline: Option<Instant> = None;
+        // One timer for the connection's life, moved only when the deadline
+        // changes (a fresh timer per frame costs more than the frame).
+        let timer = tokio::time::sleep_until(connect_deadline.into());
+        tokio::pin!(timer);
         loop {
             let wake = if !self.connected {
                 connect_deadline
@@ -130,6 +133,9 @@ impl Connection {
             } else {
                 ping_deadline.unwrap_or(next_check)
             };
+            if timer.deadline() != wake.into() {
+                timer.as_mut().reset(wake.into());
+            }
             tokio::select! {
                 msg = stream.recv() => {
                     heard = true;
@@ -152,8 +158,14 @@ impl Connection {
                 out = rx.recv() => {
                     let Some(out) = out else { break };
                     if let Flow::Stop = self.handle_out(out).await { break; }
+                    // Write whatever else is queued before selecting again.
+                    let mut stop = false;
+                    while let Ok(out) = rx.try_recv() {
+                        if let Flow::Stop = self.handle_out(out).await { stop = true; break; }
+                    }
+                    if stop { break; }
                 }
-                _ = sleep_until(wake.into()) => {
+                _ = &mut timer => {
                     if !self.connected {
                         log::debug!("ddp conn {}: no connect within the socket timeout", self.id);
                         self.close_normal().await;

@@ -37,8 +37,9 @@ struct Conn {
 #[derive(Default)]
 struct Routes {
     conns: HashMap<ConnId, Conn>,
-    /// (collection, eventName) → connection → number of subscriptions.
-    streams: HashMap<(&'static str, String), HashMap<ConnId, u32>>,
+    /// collection → eventName → connection → number of subscriptions
+    /// (nested so that a lookup borrows the event name, no allocation).
+    streams: HashMap<&'static str, HashMap<String, HashMap<ConnId, u32>>>,
     /// uid → connections subscribed to `__my_messages__` while logged in as uid.
     my_messages: HashMap<String, HashMap<ConnId, u32>>,
     /// uid → logged-in connections.
@@ -54,15 +55,13 @@ pub struct Hub {
     delivered: AtomicU64,
 }
 
-/// `{"msg":"changed","collection":..,"id":"id","fields":{"eventName":..,"args":..}}`.
-pub fn changed_frame(collection: &str, event: &str, args: &Value) -> ByteString {
-    let frame = json!({
-        "msg": "changed",
-        "collection": collection,
-        "id": "id",
-        "fields": {"eventName": event, "args": args},
-    });
-    ByteString::from(frame.to_string())
+/// `{"msg":"changed","collection":..,"id":"id","fields":{"eventName":..,"args":..}}`
+/// around arguments already serialised.
+pub fn changed_frame(collection: &str, event: &str, args: &str) -> ByteString {
+    let event = Value::from(event).to_string();
+    ByteString::from(format!(
+        r#"{{"msg":"changed","collection":"{collection}","id":"id","fields":{{"eventName":{event},"args":{args}}}}}"#
+    ))
 }
 
 impl Hub {
@@ -82,10 +81,12 @@ impl Hub {
                 Self::unbind_user(&mut r, id, &u);
             }
         }
-        r.streams.retain(|_, m| {
-            m.remove(&id);
-            !m.is_empty()
-        });
+        for events in r.streams.values_mut() {
+            events.retain(|_, m| {
+                m.remove(&id);
+                !m.is_empty()
+            });
+        }
     }
 
     fn unbind_user(r: &mut Routes, id: ConnId, uid: &str) {
@@ -135,7 +136,13 @@ impl Hub {
     /// Adds a stream subscription.
     pub fn subscribe(&self, id: ConnId, collection: &'static str, event: &str) {
         let mut r = self.routes.write();
-        *r.streams.entry((collection, event.to_string())).or_default().entry(id).or_default() += 1;
+        *r.streams
+            .entry(collection)
+            .or_default()
+            .entry(event.to_string())
+            .or_default()
+            .entry(id)
+            .or_default() += 1;
     }
 
     /// Adds a `__my_messages__` subscription for the connection's user.
@@ -153,7 +160,7 @@ impl Hub {
                 None => None,
             }
         } else {
-            r.streams.get_mut(&(collection, event.to_string()))
+            r.streams.get_mut(collection).and_then(|e| e.get_mut(event))
         };
         if let Some(m) = map {
             if let Some(n) = m.get_mut(&id) {
@@ -170,7 +177,7 @@ impl Hub {
     pub fn forget_room(&self, uid: &str, rid: &str) {
         let mut r = self.routes.write();
         let conns: Vec<ConnId> = r.by_user.get(uid).map(|s| s.iter().copied().collect()).unwrap_or_default();
-        if let Some(m) = r.streams.get_mut(&("stream-room-messages", rid.to_string())) {
+        if let Some(m) = r.streams.get_mut("stream-room-messages").and_then(|e| e.get_mut(rid)) {
             for c in conns {
                 m.remove(&c);
             }
@@ -187,7 +194,9 @@ impl Hub {
         for e in emits {
             match e {
                 Emit::Stream { collection, event, args } => {
-                    let Some(subs) = r.streams.get(&(collection, event.clone())) else { continue };
+                    let Some(subs) = r.streams.get(collection).and_then(|e| e.get(event.as_str())) else {
+                        continue;
+                    };
                     let frame = changed_frame(collection, &event, &args);
                     for (conn, count) in subs {
                         if let Some(c) = r.conns.get(conn) {
@@ -207,7 +216,7 @@ impl Hub {
                                 if let Some(n) = &room_name {
                                     meta["roomName"] = json!(n);
                                 }
-                                changed_frame("stream-room-messages", "__my_messages__", &json!([message, meta]))
+                                changed_frame("stream-room-messages", "__my_messages__", &format!("[{message},{meta}]"))
                             })
                             .clone()
                     };
@@ -230,7 +239,7 @@ impl Hub {
                             send(uid, members.contains(uid));
                         }
                     } else {
-                        for uid in &members {
+                        for uid in members.iter() {
                             send(uid, true);
                         }
                     }
@@ -288,6 +297,7 @@ impl Hub {
         let streams: u32 = r
             .streams
             .values()
+            .flat_map(HashMap::values)
             .flat_map(|m| conns.iter().filter_map(|c| m.get(c)))
             .sum();
         let mine: u32 = r.my_messages.get(uid).map_or(0, |m| m.values().sum());

@@ -458,7 +458,7 @@ impl Rcsim {
         let uid = self.user_id(username).unwrap_or_default();
         let make = move || match &frame {
             RawFrame::Text(t) => Out::Text(t.clone().into()),
-            RawFrame::Oversize(n) => Out::Text(hub::changed_frame("stream-notify-user", &format!("{uid}/message"), &padded(*n)).clone()),
+            RawFrame::Oversize(n) => Out::Text(hub::changed_frame("stream-notify-user", &format!("{uid}/message"), &padded(*n))),
             RawFrame::Fragmented(parts) => {
                 let text = hub::changed_frame("stream-notify-user", &format!("{uid}/message"), &padded(64)).to_string();
                 let step = text.len().div_ceil((*parts).max(2));
@@ -505,8 +505,8 @@ impl Drop for Rcsim {
 }
 
 /// A `stream-notify-user` `message` payload padded with text to `bytes`.
-fn padded(bytes: usize) -> Value {
-    serde_json::json!([{"_id": "padding", "msg": "x".repeat(bytes)}])
+fn padded(bytes: usize) -> String {
+    serde_json::json!([{"_id": "padding", "msg": "x".repeat(bytes)}]).to_string()
 }
 
 async fn serve(

@@ -8,6 +8,7 @@ use crate::error::MeteorError;
 use crate::ids;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// A stream event to deliver.
 #[derive(Debug, Clone)]
@@ -18,20 +19,21 @@ pub enum Emit {
         collection: &'static str,
         /// e.g. `<uid>/subscriptions-changed`.
         event: String,
-        /// `fields.args`.
-        args: Value,
+        /// `fields.args`, serialised once and shared by every event that
+        /// carries the same arguments (a room update goes to each member).
+        args: Arc<str>,
     },
     /// A message for `__my_messages__` subscribers; each gets its own meta
     /// argument (`roomParticipant` differs per user).
     MyMessages {
-        /// The message (EJSON).
-        message: Value,
+        /// The message, serialised (EJSON).
+        message: Arc<str>,
         /// `c`, `p`, `d`.
         room_type: &'static str,
         /// `roomName` (absent for DMs).
         room_name: Option<String>,
         /// Users subscribed to the room.
-        members: Vec<String>,
+        members: Arc<Vec<String>>,
         /// Public rooms stream to every `__my_messages__` subscriber.
         public: bool,
     },
@@ -209,8 +211,8 @@ pub struct Room {
     pub default: bool,
     /// `ro`.
     pub read_only: bool,
-    /// Member uids, in join order.
-    pub members: Vec<String>,
+    /// Member uids, in join order (shared with the events that fan out to them).
+    pub members: Arc<Vec<String>>,
     /// DMs: `usernames`, `uids`.
     pub dm: Option<(Vec<String>, Vec<String>)>,
 }
@@ -733,7 +735,7 @@ impl Store {
                 updated_at: now,
                 default,
                 read_only: false,
-                members: vec![],
+                members: Arc::default(),
                 dm: None,
             },
         );
@@ -778,7 +780,7 @@ impl Store {
                 updated_at: now,
                 default: false,
                 read_only: false,
-                members: vec![],
+                members: Arc::default(),
                 dm: Some((usernames, uids.clone())),
             },
         );
@@ -807,7 +809,7 @@ impl Store {
             .rooms
             .get_mut(rid)
             .ok_or_else(|| MeteorError::new("error-invalid-room", "Invalid room"))?;
-        room.members.push(uid.to_string());
+        Arc::make_mut(&mut room.members).push(uid.to_string());
         room.updated_at = now;
         let (name, fname) = match &room.dm {
             Some((usernames, uids)) => {
@@ -876,7 +878,7 @@ impl Store {
         };
         let now = self.tick();
         if let Some(room) = self.rooms.get_mut(rid) {
-            room.members.retain(|m| m != uid);
+            Arc::make_mut(&mut room.members).retain(|m| m != uid);
             room.updated_at = now;
         }
         if let Some(set) = self.user_rooms.get_mut(uid) {
@@ -1043,48 +1045,55 @@ impl Store {
 
     fn insert_message(&mut self, rid: &str, doc: Value, now: i64, out: &mut Vec<Emit>, sender: Option<&str>) {
         let id = doc["_id"].as_str().unwrap_or_default().to_string();
-        let entry = self.messages.entry(rid.to_string()).or_default();
-        self.msg_index.insert(id, (rid.to_string(), entry.len()));
-        entry.push(StoredMessage { doc: doc.clone(), ts: now, updated_at: now, deleted_at: None });
+        let text = doc["msg"].as_str().unwrap_or_default().to_string();
+        let is_system = doc.get("t").is_some();
+        let tmid = doc.get("tmid").cloned();
         let Some(room) = self.rooms.get_mut(rid) else { return };
         room.msgs += 1;
         room.lm = Some(now);
-        room.last_message = Some(doc.clone());
         room.updated_at = now;
-        let room = room.clone();
-        self.emit_message(&room, &doc, out);
-        let text = doc["msg"].as_str().unwrap_or_default();
-        let is_system = doc.get("t").is_some();
-        let (mentions, group) = if is_system { (vec![], false) } else { self.mentions(text) };
+        room.last_message = Some(doc.clone());
+        // Serialise the room (with its lastMessage) once for every member.
+        let room_args: Arc<str> = Arc::from(json!(["updated", room.doc()]).to_string());
+        let (room_type, room_name, members) = (room.t, room.name.clone(), Arc::clone(&room.members));
+        let public = room.is_public();
+        emit_message(rid, room_type, room_name.clone(), Arc::clone(&members), public, &doc, out);
+        let entry = self.messages.entry(rid.to_string()).or_default();
+        self.msg_index.insert(id, (rid.to_string(), entry.len()));
+        let (mentions, group) = if is_system { (vec![], false) } else { self.mentions(&text) };
         let mentioned: Vec<&str> = mentions.iter().filter_map(|m| m["_id"].as_str()).collect();
-        let sender_user = sender.and_then(|s| self.users.get(s)).cloned();
-        let notification = sender_user.as_ref().map(|s| {
-            let (title, body) = match room.t {
-                RoomType::Direct => (s.username.clone(), text.to_string()),
-                _ => (room.name.clone().unwrap_or_default(), format!("{}: {text}", s.username)),
+        let notification: Option<Arc<str>> = sender.and_then(|s| self.users.get(s)).map(|s| {
+            let (title, body) = match room_type {
+                RoomType::Direct => (s.username.clone(), text.clone()),
+                _ => (room_name.clone().unwrap_or_default(), format!("{}: {text}", s.username)),
             };
             let mut payload = json!({
                 "_id": doc["_id"], "rid": rid,
                 "sender": {"_id": s.id, "username": s.username, "name": s.name},
-                "type": room.t.code(), "message": {"msg": text},
+                "type": room_type.code(), "message": {"msg": text},
             });
-            if let Some(n) = &room.name {
+            if let Some(n) = &room_name {
                 payload["name"] = json!(n);
             }
-            if let Some(tmid) = doc.get("tmid") {
-                payload["tmid"] = tmid.clone();
+            if let Some(tmid) = tmid {
+                payload["tmid"] = tmid;
             }
-            json!({"title": title, "text": body, "duration": 0, "payload": payload})
+            Arc::from(json!([{"title": title, "text": body, "duration": 0, "payload": payload}]).to_string())
         });
-        let room_doc = room.doc();
-        for member in &room.members {
+        self.messages
+            .get_mut(rid)
+            .expect("entry made above")
+            .push(StoredMessage { doc, ts: now, updated_at: now, deleted_at: None });
+        let mut subs = self.subs.get_mut(rid);
+        for member in members.iter() {
             let own = sender == Some(member.as_str());
             if !own && !is_system {
-                if let Some(sub) = self.subs.get_mut(rid).and_then(|s| s.get_mut(member)) {
+                if let Some(sub) = subs.as_mut().and_then(|s| s.get_mut(member)) {
                     let user_mention = mentioned.contains(&member.as_str());
                     // Unread_Count defaults: every DM message counts; in rooms
                     // only user and group mentions do.
-                    if room.t == RoomType::Direct || user_mention || group {
+                    let counts = room_type == RoomType::Direct || user_mention || group;
+                    if counts {
                         sub.unread += 1;
                     }
                     sub.user_mentions += u64::from(user_mention);
@@ -1093,30 +1102,13 @@ impl Store {
                     sub.open = true;
                     sub.updated_at = now;
                     out.push(user_event(member, "subscriptions-changed", json!(["updated", sub.doc()])));
-                    if let Some(n) = &notification {
-                        if room.t == RoomType::Direct || user_mention || group {
-                            out.push(user_event(member, "notification", json!([n])));
-                        }
+                    if let (Some(n), true) = (&notification, counts) {
+                        out.push(user_event_shared(member, "notification", Arc::clone(n)));
                     }
                 }
             }
-            out.push(user_event(member, "rooms-changed", json!(["updated", room_doc])));
+            out.push(user_event_shared(member, "rooms-changed", Arc::clone(&room_args)));
         }
-    }
-
-    fn emit_message(&self, room: &Room, doc: &Value, out: &mut Vec<Emit>) {
-        out.push(Emit::Stream {
-            collection: "stream-room-messages",
-            event: room.id.clone(),
-            args: json!([doc]),
-        });
-        out.push(Emit::MyMessages {
-            message: doc.clone(),
-            room_type: room.t.code(),
-            room_name: room.name.clone(),
-            members: room.members.clone(),
-            public: room.is_public(),
-        });
     }
 
     /// A stored message (EJSON), if not deleted.
@@ -1150,8 +1142,8 @@ impl Store {
         m.doc["_updatedAt"] = date(now);
         m.updated_at = now;
         let doc = m.doc.clone();
-        if let Some(room) = self.rooms.get(&rid).cloned() {
-            self.emit_message(&room, &doc, out);
+        if let Some(room) = self.rooms.get(&rid) {
+            emit_message(&rid, room.t, room.name.clone(), Arc::clone(&room.members), room.is_public(), &doc, out);
         }
         Ok(doc)
     }
@@ -1176,7 +1168,7 @@ impl Store {
         out.push(Emit::Stream {
             collection: "stream-notify-room",
             event: format!("{rid}/deleteMessage"),
-            args: json!([{"_id": id}]),
+            args: Arc::from(json!([{"_id": id}]).to_string()),
         });
         Ok(json!({"_id": id, "rid": rid, "u": u}))
     }
@@ -1228,5 +1220,30 @@ impl Store {
 
 /// A `stream-notify-user` event for `<uid>/<event>`.
 pub fn user_event(uid: &str, event: &str, args: Value) -> Emit {
+    user_event_shared(uid, event, Arc::from(args.to_string()))
+}
+
+/// [`user_event`] with arguments already serialised (shared between users).
+pub fn user_event_shared(uid: &str, event: &str, args: Arc<str>) -> Emit {
     Emit::Stream { collection: "stream-notify-user", event: format!("{uid}/{event}"), args }
+}
+
+/// The two message streams: `stream-room-messages/<rid>` `[msg]` and
+/// `__my_messages__` `[msg, meta]`, sharing one serialisation of the message.
+fn emit_message(
+    rid: &str,
+    room_type: RoomType,
+    room_name: Option<String>,
+    members: Arc<Vec<String>>,
+    public: bool,
+    doc: &Value,
+    out: &mut Vec<Emit>,
+) {
+    let message: Arc<str> = Arc::from(doc.to_string());
+    out.push(Emit::Stream {
+        collection: "stream-room-messages",
+        event: rid.to_string(),
+        args: Arc::from(format!("[{message}]")),
+    });
+    out.push(Emit::MyMessages { message, room_type: room_type.code(), room_name, members, public });
 }
