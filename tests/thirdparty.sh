@@ -31,10 +31,19 @@ fi
 echo "==> pip install -r tests/py/requirements.txt"
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r tests/py/requirements.txt
 
+# Run both suites even if the first fails, so one run reports every deviation.
+py_rc=0
 echo "==> pytest tests/py (rcsim: $RCSIM_BIN)"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/py
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/py || py_rc=$?
 
+js_rc=0
 echo "==> node --test tests/js"
 cd "$REPO_ROOT/tests/js"
 npm ci --no-audit --no-fund
-node --test
+node --test || js_rc=$?
+
+if (( py_rc != 0 || js_rc != 0 )); then
+  echo "thirdparty.sh: FAILED (pytest exit $py_rc, node --test exit $js_rc)" >&2
+  exit 1
+fi
+echo "thirdparty.sh: all third-party client checks passed"

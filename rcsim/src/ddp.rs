@@ -138,8 +138,12 @@ impl Connection {
             }
             tokio::select! {
                 msg = stream.recv() => {
-                    heard = true;
-                    ping_deadline = None;
+                    // Meteor's heartbeat counts DDP messages only; websocket
+                    // control frames never reach it.
+                    if matches!(msg, Some(Ok(AggregatedMessage::Text(_)))) {
+                        heard = true;
+                        ping_deadline = None;
+                    }
                     let flow = match msg {
                         None | Some(Ok(AggregatedMessage::Close(_))) => Flow::Stop,
                         Some(Ok(AggregatedMessage::Text(t))) => self.handle_text(&t).await,
@@ -344,6 +348,8 @@ impl Connection {
             "logout" => self.method_logout().await,
             "rooms/get" => Ok(self.method_rooms_get(&params)),
             "sendMessage" => self.method_send_message(&params),
+            "setReaction" => self.method_set_reaction(&params),
+            "stream-notify-room" => self.method_notify_room(&params),
             other => {
                 // Meteor answers an unknown method at once, then arms the fence.
                 let err = MeteorError::new(404, format!("Method '{other}' not found"));
@@ -494,6 +500,59 @@ impl Connection {
             .post_message(&login.uid, rid, text, extra, real_name, &mut out)?;
         self.sim.emit(out);
         Ok(Some(doc))
+    }
+
+    /// `setReaction [emoji, messageId, shouldReact?]`.
+    fn method_set_reaction(&self, params: &[Value]) -> Result<Option<Value>, MeteorError> {
+        let Some(login) = &self.login else {
+            return Err(MeteorError::new("error-invalid-user", "Invalid user").with_details(json!({"method": "setReaction"})));
+        };
+        let (Some(emoji), Some(id)) = (params.first().and_then(Value::as_str), params.get(1).and_then(Value::as_str)) else {
+            return Err(MeteorError::new(400, "Match failed"));
+        };
+        let should = params.get(2).and_then(Value::as_bool);
+        let mut out = vec![];
+        let r = self.sim.store.lock().react(&login.uid, id, emoji, should, &mut out);
+        self.sim.emit(out);
+        r.map(|()| None)
+    }
+
+    /// The method RC's streamer registers for `stream-notify-room`: a client
+    /// announces typing (`<rid>/user-activity` or the deprecated
+    /// `<rid>/typing`) as itself, to the room's other subscribers.
+    fn method_notify_room(&self, params: &[Value]) -> Result<Option<Value>, MeteorError> {
+        let not_allowed = || MeteorError::bare("not-allowed");
+        let Some(login) = &self.login else { return Err(not_allowed()) };
+        let Some(event) = params.first().and_then(Value::as_str) else {
+            return Err(MeteorError::new(400, "Match failed"));
+        };
+        let (rid, kind) = event.split_once('/').unwrap_or((event, ""));
+        let store = self.sim.store.lock();
+        let username = store.user(&login.uid).map(|u| u.username.clone()).unwrap_or_default();
+        let writes_as_self = params.get(1).and_then(Value::as_str) == Some(username.as_str());
+        if !matches!(kind, "typing" | "user-activity") || !writes_as_self || !store.can_access(rid, &login.uid) {
+            return Err(not_allowed());
+        }
+        drop(store);
+        let args = Value::Array(params[1..].to_vec());
+        let mut emits = vec![crate::store::Emit::Stream {
+            collection: "stream-notify-room",
+            event: event.to_string(),
+            args: Arc::from(args.to_string()),
+        }];
+        if kind == "user-activity" {
+            let typing = params
+                .get(2)
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| v == "user-typing"));
+            emits.push(crate::store::Emit::Stream {
+                collection: "stream-notify-room",
+                event: format!("{rid}/typing"),
+                args: Arc::from(json!([username, typing]).to_string()),
+            });
+        }
+        self.sim.hub.emit_except(emits, Some(self.id));
+        Ok(None)
     }
 
     // ---- subscriptions -----------------------------------------------

@@ -186,6 +186,12 @@ impl Hub {
 
     /// Delivers events.
     pub fn emit(&self, emits: Vec<Emit>) {
+        self.emit_except(emits, None);
+    }
+
+    /// Delivers events to every subscriber but `origin` (RC's streamer does
+    /// not retransmit a client's own stream writes to it).
+    pub fn emit_except(&self, emits: Vec<Emit>, origin: Option<ConnId>) {
         if emits.is_empty() {
             return;
         }
@@ -199,6 +205,9 @@ impl Hub {
                     };
                     let frame = changed_frame(collection, &event, &args);
                     for (conn, count) in subs {
+                        if Some(*conn) == origin {
+                            continue;
+                        }
                         if let Some(c) = r.conns.get(conn) {
                             for _ in 0..*count {
                                 let _ = c.tx.send(Out::Text(frame.clone()));

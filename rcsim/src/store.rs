@@ -1148,6 +1148,53 @@ impl Store {
         Ok(doc)
     }
 
+    /// `setReaction` / `chat.react`: toggles (or sets, with `should_react`)
+    /// the user's reaction; the whole message is re-streamed.
+    pub fn react(&mut self, uid: &str, id: &str, emoji: &str, should_react: Option<bool>, out: &mut Vec<Emit>) -> Result<(), MeteorError> {
+        let username = self
+            .users
+            .get(uid)
+            .map(|u| u.username.clone())
+            .ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
+        let (rid, i) = self
+            .msg_index
+            .get(id)
+            .cloned()
+            .ok_or_else(|| MeteorError::new("error-not-allowed", "Not allowed"))?;
+        if !self.can_access(&rid, uid) {
+            return Err(MeteorError::new("error-not-allowed", "Not allowed"));
+        }
+        let emoji = if emoji.starts_with(':') { emoji.to_string() } else { format!(":{emoji}:") };
+        let now = self.tick();
+        let m = &mut self.messages.get_mut(&rid).expect("indexed")[i];
+        let reactions = m.doc.as_object_mut().expect("messages are objects").entry("reactions").or_insert_with(|| json!({}));
+        let entry = reactions
+            .as_object_mut()
+            .expect("reactions is an object")
+            .entry(emoji.clone())
+            .or_insert_with(|| json!({"usernames": []}));
+        let names = entry["usernames"].as_array_mut().expect("usernames is an array");
+        let has = names.iter().any(|n| n == username.as_str());
+        match (should_react.unwrap_or(!has), has) {
+            (true, false) => names.push(json!(username)),
+            (false, true) => names.retain(|n| n != username.as_str()),
+            _ => return Ok(()),
+        }
+        if names.is_empty() {
+            reactions.as_object_mut().expect("object").remove(&emoji);
+        }
+        if reactions.as_object().is_some_and(|r| r.is_empty()) {
+            m.doc.as_object_mut().expect("object").remove("reactions");
+        }
+        m.doc["_updatedAt"] = date(now);
+        m.updated_at = now;
+        let doc = m.doc.clone();
+        if let Some(room) = self.rooms.get(&rid) {
+            emit_message(&rid, room.t, room.name.clone(), Arc::clone(&room.members), room.is_public(), &doc, out);
+        }
+        Ok(())
+    }
+
     /// `chat.delete`: `stream-notify-room <rid>/deleteMessage [{_id}]`.
     pub fn delete_message(&mut self, uid: &str, id: &str, is_admin: bool, out: &mut Vec<Emit>) -> Result<Value, MeteorError> {
         let (rid, i) = self

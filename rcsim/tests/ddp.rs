@@ -489,3 +489,83 @@ async fn delayed_results() {
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert!(d.backlog.iter().any(|v| v["msg"] == "updated"));
 }
+
+#[actix_rt::test]
+async fn reactions_restream_the_whole_message() {
+    let s = sim(Settings::default());
+    let mut a = Ddp::logged_in(&s, "alice", "alice-pw").await;
+    a.sub("stream-room-messages", json!(["GENERAL", false])).await;
+    let m = s.post_message("bob", "GENERAL", "react to me").unwrap();
+    a.event("stream-room-messages", "GENERAL").await;
+    let r = a.call("setReaction", json!([":+1:", m["_id"]])).await;
+    assert!(r.get("error").is_none() && r.get("result").is_none(), "{r}");
+    let again = &a.event("stream-room-messages", "GENERAL").await[0];
+    assert_eq!(again["_id"], m["_id"]);
+    assert_eq!(again["reactions"], json!({":+1:": {"usernames": ["alice"]}}));
+    a.call("setReaction", json!([":+1:", m["_id"]])).await;
+    assert!(a.event("stream-room-messages", "GENERAL").await[0].get("reactions").is_none(), "toggled off");
+}
+
+#[actix_rt::test]
+async fn typing_goes_to_the_other_subscribers_only() {
+    let s = sim(Settings::default());
+    let mut a = Ddp::logged_in(&s, "alice", "alice-pw").await;
+    let mut b = Ddp::logged_in(&s, "bob", "bob-pw").await;
+    for d in [&mut a, &mut b] {
+        assert_eq!(d.sub("stream-notify-room", json!(["GENERAL/user-activity", false])).await["msg"], "ready");
+        assert_eq!(d.sub("stream-notify-room", json!(["GENERAL/typing", false])).await["msg"], "ready");
+    }
+    let r = a.call("stream-notify-room", json!(["GENERAL/user-activity", "alice", ["user-typing"], {}])).await;
+    assert!(r.get("error").is_none(), "{r}");
+    assert_eq!(b.event("stream-notify-room", "GENERAL/user-activity").await, json!(["alice", ["user-typing"], {}]));
+    assert_eq!(b.event("stream-notify-room", "GENERAL/typing").await, json!(["alice", true]));
+    assert!(a.backlog.iter().all(|v| v["msg"] != "changed"), "not echoed to the sender: {:?}", a.backlog);
+    // Writing as someone else, or another event, is not allowed.
+    let r = a.call("stream-notify-room", json!(["GENERAL/user-activity", "bob", ["user-typing"], {}])).await;
+    assert_eq!(r["error"]["error"], "not-allowed");
+    let r = a.call("stream-notify-room", json!(["GENERAL/deleteMessage", "alice"])).await;
+    assert_eq!(r["error"]["error"], "not-allowed");
+}
+
+#[actix_rt::test]
+async fn websocket_pings_do_not_keep_a_silent_ddp_client_alive() {
+    let s = sim(Settings {
+        heartbeat_interval: Duration::from_millis(200),
+        heartbeat_timeout: Duration::from_millis(200),
+        send_server_id: false,
+        ..Settings::default()
+    });
+    let mut d = Ddp::connected(&s).await;
+    use futures_util::SinkExt;
+    // Websocket-level pings only: Meteor's heartbeat never sees them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut saw_ping = false;
+    loop {
+        d.framed_mut().send(awc::ws::Message::Ping("x".into())).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(50), futures_util::StreamExt::next(d.framed_mut())).await {
+            Ok(Some(Ok(awc::ws::Frame::Text(t)))) => {
+                assert_eq!(&t[..], br#"{"msg":"ping"}"#);
+                saw_ping = true;
+            }
+            Ok(Some(Ok(awc::ws::Frame::Close(c)))) => {
+                assert!(saw_ping);
+                assert_eq!(c.map(|c| u16::from(c.code)), Some(1000));
+                break;
+            }
+            Ok(Some(Ok(_))) | Err(_) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never closed");
+    }
+}
+
+#[actix_rt::test]
+async fn rest_react() {
+    let s = sim(Settings::permissive());
+    let m = s.post_message("bob", "GENERAL", "hi").unwrap();
+    let alice = Rest::login(&s, "alice", "alice-pw").await;
+    let r = alice.post("chat.react", json!({"messageId": m["_id"], "emoji": "smile"})).await;
+    assert_eq!(r.body, json!({"success": true}));
+    let hist = alice.get("channels.history?roomId=GENERAL&count=1").await;
+    assert_eq!(hist.body["messages"][0]["reactions"], json!({":smile:": {"usernames": ["alice"]}}));
+}

@@ -227,6 +227,20 @@ test('resume login, stream-room-messages GENERAL, message posted by bob over RES
       });
       await withTimeout(sub.ready(), WAIT_MS, 'ready for stream-room-messages GENERAL');
 
+      // The user's own notify-user events (doc 3.4): a message by someone else updates
+      // alice's subscription and the room.
+      const waitFor = (key) => {
+        let stream;
+        const got = new Promise((resolve) => {
+          stream = sdk.stream('notify-user', `${alice.userId}/${key}`, (...a) => resolve(a));
+        });
+        return { stream, got };
+      };
+      const subChanged = waitFor('subscriptions-changed');
+      const roomChanged = waitFor('rooms-changed');
+      await withTimeout(subChanged.stream.ready(), WAIT_MS, 'ready for notify-user subscriptions-changed');
+      await withTimeout(roomChanged.stream.ready(), WAIT_MS, 'ready for notify-user rooms-changed');
+
       const text = `hello from bob ${crypto.randomUUID().slice(0, 8)}`;
       const posted = await postMessage(bob, text);
 
@@ -241,6 +255,21 @@ test('resume login, stream-room-messages GENERAL, message posted by bob over RES
       assertEjsonDate(msg.ts, 'message.ts');
       assertEjsonDate(msg._updatedAt, 'message._updatedAt');
       assert.equal(msg.ts.$date, Date.parse(posted.ts), 'DDP ts and REST ts are the same instant');
+
+      const [subAction, subscription] = await withTimeout(subChanged.got, WAIT_MS, 'subscriptions-changed event');
+      assert.equal(subAction, 'updated', 'change words are inserted/updated/removed (doc 3.5)');
+      assert.equal(subscription.rid, 'GENERAL');
+      assert.equal(subscription.u._id, alice.userId);
+      assert.equal(subscription.t, 'c');
+      assertEjsonDate(subscription._updatedAt, 'subscription._updatedAt');
+
+      const [roomAction, room] = await withTimeout(roomChanged.got, WAIT_MS, 'rooms-changed event');
+      assert.equal(roomAction, 'updated');
+      assert.equal(room._id, 'GENERAL');
+      assert.equal(room.t, 'c');
+      assert.equal(room.lastMessage && room.lastMessage._id, posted._id, 'rooms-changed carries lastMessage (doc 5.3)');
+      assertEjsonDate(room.lm, 'room.lm');
+      assertEjsonDate(room._updatedAt, 'room._updatedAt');
 
       // unsub is always answered with nosub without error (doc 3.3).
       await withTimeout(sdk.client.unsubscribe(sub.id), WAIT_MS, 'nosub after unsub');

@@ -13,6 +13,10 @@ more DDP method call and waits for its `result`. The real server handles one con
 frames in order (doc 2.3), so once that result is in, the `sub` has been processed and the
 REST post that follows must be delivered. Every wait has a timeout.
 
+Also covered: the library's DDP writes `sendMessage`, `setReaction` and the
+`stream-notify-room` method (typing), its `<uid>/rooms-changed` subscription, and its
+answer to the server's heartbeat ping (with `--heartbeat-ms 300`).
+
 The dispatcher runs with verbose=True: its Outgoing/Incoming frame log is printed in the
 captured stdout of a failing test.
 
@@ -22,11 +26,10 @@ REST logins in this module: bob (poster), alice (token for the resume test) = 2.
 from __future__ import annotations
 
 import asyncio
-import re
-import uuid
-
 import hashlib
 import json
+import re
+import uuid
 
 import requests
 import websockets
@@ -36,6 +39,14 @@ from conftest import DEMO_PASSWORDS, HTTP_TIMEOUT_S
 
 WAIT_S = 10
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+async def waited(aw, what: str):
+    """asyncio.wait_for with WAIT_S, failing with a readable message instead of a bare TimeoutError."""
+    try:
+        return await asyncio.wait_for(aw, WAIT_S)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {WAIT_S}s waiting for {what}") from None
 
 
 def post_as(rcsim, creds: dict, text: str) -> dict:
@@ -103,13 +114,13 @@ def test_password_login_channels_and_room_messages(rcsim):
 
             posted = await asyncio.to_thread(post_as, rcsim, bob, text)
 
-            event = await asyncio.wait_for(received.get(), WAIT_S)
+            event = await waited(received.get(), "the stream-room-messages event for the REST post")
             assert event == dict(
                 channel_id="GENERAL", sender_id=bob["userId"], msg_id=posted["_id"], thread_id=None,
                 msg=text, qualifier=None, unread=False, repeated=False,
             ), event
             # A new message updates the room for every member: rooms-changed ["updated", room] (doc 3.4, 7.6).
-            assert await asyncio.wait_for(room_changes.get(), WAIT_S) == ("GENERAL", "c")
+            assert await waited(room_changes.get(), "rooms-changed for GENERAL") == ("GENERAL", "c")
             await asyncio.wait_for(rc.unsubscribe(sub_id), WAIT_S)
         finally:
             await _close(rc)
@@ -142,7 +153,7 @@ def test_resume_with_rest_token_and_raw_message_shape(rcsim):
             # alice posts herself this time, with the token she resumed with.
             posted = await asyncio.to_thread(post_as, rcsim, alice, text)
 
-            msg = await asyncio.wait_for(received.get(), WAIT_S)
+            msg = await waited(received.get(), "the raw stream-room-messages event")
             assert msg["_id"] == posted["_id"], msg
             assert msg["rid"] == "GENERAL" and msg["msg"] == text, msg
             assert msg["u"]["_id"] == alice["userId"] and msg["u"]["username"] == "alice", msg
@@ -180,7 +191,7 @@ def test_server_heartbeat_ping_answered_by_library_pong(rcsim_factory):
             # Stay idle: two server pings, each answered by the library. After the second
             # one the first pong has evidently been accepted (the socket was not closed).
             for _ in range(2):
-                pong = await asyncio.wait_for(pongs.get(), WAIT_S)
+                pong = await waited(pongs.get(), "a server ping answered by the library")
                 assert pong == {"msg": "pong"}, pong
 
             channels = await asyncio.wait_for(rc.get_channels(), WAIT_S)
@@ -223,7 +234,7 @@ class RawDdp:
         try:
             return await asyncio.wait_for(loop(), WAIT_S)
         except asyncio.TimeoutError:
-            raise AssertionError(f"observer: no {what} within {WAIT_S}s") from None
+            raise AssertionError(f"observer: timed out after {WAIT_S}s waiting for {what}") from None
 
     async def call(self, method: str, *params) -> dict:
         self.n += 1
@@ -245,45 +256,75 @@ class RawDdp:
         await self.ws.close()
 
 
-def test_send_message_reaction_and_typing_over_ddp(rcsim):
-    """The library's DDP writes (doc 6.3 "Other methods it sends"): `sendMessage`,
-    `setReaction` (not awaited by the library) and the `stream-notify-room` method for
-    `<rid>/user-activity`. Effects are checked the way a real server shows them:
-    the room-messages stream resends the full message after a reaction (doc 3.4), and
-    other members subscribed to `stream-notify-room` `<rid>/user-activity` get
-    `[username, ["user-typing"], extra]` (doc 3.4)."""
-    text = f"ddp {uuid.uuid4().hex[:8]}"
+async def _alice_with_room_messages(rcsim):
+    """alice logged in through the library, subscribed to GENERAL messages (typed callback)."""
+    rc = RocketChat(verbose=True)
+    await waited(rc.start(rcsim.ws_url, "alice", DEMO_PASSWORDS["alice"]), "password login")
+    received: asyncio.Queue = asyncio.Queue()
+    await waited(rc.subscribe_to_channel_messages("GENERAL", lambda *a: received.put_nowait(a)), "sub sent")
+    await waited(rc.get_channels(), "barrier rooms/get")  # see module docstring
+    return rc, received
+
+
+async def _send_and_receive(rc, received, text):
+    """`send_message` (DDP `sendMessage`, awaited by the library) and its room-messages echo."""
+    await waited(rc.send_message(text, "GENERAL"), "the sendMessage result")
+    channel_id, sender_id, msg_id, thread_id, msg, qualifier, unread, repeated = await waited(
+        received.get(), "the stream-room-messages event for sendMessage"
+    )
+    assert (channel_id, sender_id, thread_id, msg, qualifier, repeated) == (
+        "GENERAL", rc.user_id, None, text, None, False
+    )
+    assert len(msg_id) == 12, msg_id  # the library picks the _id (12 hex chars); the server keeps it
+    return msg_id
+
+
+def test_send_message_over_ddp(rcsim):
+    async def scenario():
+        rc, received = await _alice_with_room_messages(rcsim)
+        try:
+            await _send_and_receive(rc, received, f"ddp {uuid.uuid4().hex[:8]}")
+        finally:
+            await _close(rc)
+
+    asyncio.run(scenario())
+
+
+def test_send_reaction_resends_message(rcsim):
+    """`send_reaction` sends `setReaction [emoji, msgId]` and does not wait (doc 6.3). The real
+    server resends the whole message on stream-room-messages after a reaction (doc 3.4), which
+    the library's typed callback reports with repeated=True."""
+
+    async def scenario():
+        rc, received = await _alice_with_room_messages(rcsim)
+        try:
+            msg_id = await _send_and_receive(rc, received, f"react {uuid.uuid4().hex[:8]}")
+            await waited(rc.send_reaction(msg_id, ":+1:"), "setReaction sent")
+            again = await waited(received.get(), "the message resent after setReaction")
+            assert again[2] == msg_id and again[7] is True, f"expected the reacted message with repeated=True: {again}"
+        finally:
+            await _close(rc)
+
+    asyncio.run(scenario())
+
+
+def test_send_typing_event_reaches_room_members(rcsim):
+    """`send_typing_event` calls the `stream-notify-room` method with
+    `["GENERAL/user-activity", "alice", ["user-typing"], {}]` and waits for its result (doc 6.3).
+    Other members subscribed to `stream-notify-room` `GENERAL/user-activity` get those args
+    (doc 3.4); bob observes over a bare DDP connection."""
 
     async def scenario():
         rc = RocketChat(verbose=True)
         bob = None
         try:
-            await asyncio.wait_for(rc.start(rcsim.ws_url, "alice", DEMO_PASSWORDS["alice"]), WAIT_S)
-            received: asyncio.Queue = asyncio.Queue()
-            await asyncio.wait_for(
-                rc.subscribe_to_channel_messages("GENERAL", lambda *a: received.put_nowait(a)), WAIT_S
-            )
-            await asyncio.wait_for(rc.get_channels(), WAIT_S)  # barrier
-
-            await asyncio.wait_for(rc.send_message(text, "GENERAL"), WAIT_S)
-            channel_id, sender_id, msg_id, thread_id, msg, qualifier, unread, repeated = await asyncio.wait_for(
-                received.get(), WAIT_S
-            )
-            assert (channel_id, sender_id, thread_id, msg, qualifier, repeated) == (
-                "GENERAL", rc.user_id, None, text, None, False
-            )
-            assert len(msg_id) == 12, msg_id  # the library picks the _id; the server keeps it
-
-            await asyncio.wait_for(rc.send_reaction(msg_id, ":+1:"), WAIT_S)
-            again = await asyncio.wait_for(received.get(), WAIT_S)
-            assert again[2] == msg_id and again[7] is True, f"expected the reacted message resent with repeated=True: {again}"
-
+            await waited(rc.start(rcsim.ws_url, "alice", DEMO_PASSWORDS["alice"]), "password login")
             bob = await RawDdp.login(rcsim.ws_url, "bob", DEMO_PASSWORDS["bob"])
             await bob.sub("stream-notify-room", "GENERAL/user-activity", {"useCollection": False, "args": []})
-            await asyncio.wait_for(rc.send_typing_event("GENERAL"), WAIT_S)
+            await waited(rc.send_typing_event("GENERAL"), "the result of the stream-notify-room method")
             ev = await bob.expect(
                 lambda m: m.get("msg") == "changed" and m.get("collection") == "stream-notify-room",
-                "stream-notify-room user-activity event",
+                "the stream-notify-room user-activity event",
             )
             assert ev["id"] == "id", ev
             assert ev["fields"] == {"eventName": "GENERAL/user-activity", "args": ["alice", ["user-typing"], {}]}, ev

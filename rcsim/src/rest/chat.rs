@@ -167,3 +167,18 @@ pub fn sync_messages(ctx: &mut Ctx) -> Reply {
     let result = json!({"updated": updated, "deleted": deleted, "cursor": {"next": null, "previous": null}});
     Reply::ok(json!({"result": rest_dates(result)}))
 }
+
+/// `POST chat.react {messageId, emoji, shouldReact?}`.
+pub fn react(ctx: &mut Ctx) -> Reply {
+    let (Some(id), Some(emoji)) = (ctx.param("messageId"), ctx.param("emoji").or_else(|| ctx.param("reaction"))) else {
+        return Reply::invalid_params("must have required properties 'messageId', 'emoji'");
+    };
+    let should = ctx.body.get("shouldReact").and_then(Value::as_bool);
+    let mut out = vec![];
+    let r = ctx.sim.store.lock().react(ctx.uid(), &id, &emoji, should, &mut out);
+    ctx.sim.emit(out);
+    match r {
+        Ok(()) => Reply::ok(json!({})),
+        Err(e) => Reply::error(e),
+    }
+}

@@ -154,6 +154,7 @@ static ROUTES: &[Route] = &[
     route("POST", "chat.sendMessage", true, chat::send_message),
     route("POST", "chat.update", true, chat::update),
     route("POST", "chat.delete", true, chat::delete),
+    route("POST", "chat.react", true, chat::react),
     route("GET", "chat.syncMessages", true, chat::sync_messages),
     route("GET", "channels.history", true, chat::history),
     route("GET", "groups.history", true, chat::history),
