@@ -44,14 +44,19 @@ fn parse_args() -> Args {
     let mut i = 0;
     while i < argv.len() {
         let v = argv.get(i + 1).cloned().unwrap_or_default();
-        let n = || v.parse::<usize>().unwrap_or_else(|_| panic!("{} needs a number", argv[i]));
+        let n = || {
+            v.parse::<usize>()
+                .unwrap_or_else(|_| panic!("{} needs a number", argv[i]))
+        };
         match argv[i].as_str() {
             "--connections" => a.connections = n(),
             "--room-size" => a.room_size = n(),
             "--messages" => a.messages = n(),
             "--threads" => a.threads = n(),
             "--rcsim" => a.rcsim = v.clone(),
-            other => panic!("unknown argument {other} (--connections --room-size --messages --threads --rcsim)"),
+            other => panic!(
+                "unknown argument {other} (--connections --room-size --messages --threads --rcsim)"
+            ),
         }
         i += 2;
     }
@@ -61,7 +66,11 @@ fn parse_args() -> Args {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
@@ -69,17 +78,36 @@ fn rss_kib(pid: u32) -> u64 {
 fn control(url: &str, op: &str, body: Value) -> Value {
     let url = format!("{url}/_sim/{op}");
     let out = Command::new("curl")
-        .args(["-sf", "-X", "POST", "-H", "content-type: application/json", "-H", &format!("x-sim-secret: {SECRET}"), "--data-binary", "@-", &url])
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("x-sim-secret: {SECRET}"),
+            "--data-binary",
+            "@-",
+            &url,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(body.to_string().as_bytes())?;
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(body.to_string().as_bytes())?;
             c.wait_with_output()
         })
         .expect("curl runs");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("/_sim/{op} failed: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "/_sim/{op} failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 struct Counters {
@@ -93,10 +121,21 @@ type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 /// Connects, logs in by resume and subscribes; resolves at `ready` and
 /// leaves a reader task counting events.
 /// The streams imrelay's session actor subscribes to, per user.
-const USER_STREAMS: [&str; 5] = ["subscriptions-changed", "rooms-changed", "notification", "message", "force_logout"];
+const USER_STREAMS: [&str; 5] = [
+    "subscriptions-changed",
+    "rooms-changed",
+    "notification",
+    "message",
+    "force_logout",
+];
 
 async fn client(ws: String, uid: String, token: String, c: Arc<Counters>) {
-    let Ok((_, mut ws)) = awc::Client::new().ws(ws).max_frame_size(1 << 20).connect().await else {
+    let Ok((_, mut ws)) = awc::Client::new()
+        .ws(ws)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+    else {
         c.failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -110,7 +149,11 @@ async fn client(ws: String, uid: String, token: String, c: Arc<Counters>) {
     }
     let subs = hello.len() - 2;
     for f in hello {
-        if ws.send(awc::ws::Message::Text(f.to_string().into())).await.is_err() {
+        if ws
+            .send(awc::ws::Message::Text(f.to_string().into()))
+            .await
+            .is_err()
+        {
             c.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -137,7 +180,9 @@ async fn read_events(mut ws: Socket, c: Arc<Counters>) {
                 if t.starts_with(br#"{"msg":"changed""#) {
                     c.events.fetch_add(1, Ordering::Relaxed);
                 } else if t.starts_with(br#"{"msg":"ping""#) {
-                    let _ = ws.send(awc::ws::Message::Text(r#"{"msg":"pong"}"#.into())).await;
+                    let _ = ws
+                        .send(awc::ws::Message::Text(r#"{"msg":"pong"}"#.into()))
+                        .await;
                 }
             }
             awc::ws::Frame::Ping(p) => {
@@ -176,23 +221,48 @@ impl Drop for Kill {
 
 fn main() {
     let a = parse_args();
-    assert!(a.room_size >= 1 && a.connections % a.room_size == 0, "--connections must be a multiple of --room-size");
+    assert!(
+        a.room_size >= 1 && a.connections % a.room_size == 0,
+        "--connections must be a multiple of --room-size"
+    );
     let mut child = Command::new(&a.rcsim)
-        .args(["--listen", "127.0.0.1:0", "--permissive", "--control-secret", SECRET, "--workers", "2"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--permissive",
+            "--control-secret",
+            SECRET,
+            "--workers",
+            "2",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with cargo build --release -p rcsim)", a.rcsim));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (build it with cargo build --release -p rcsim)",
+                a.rcsim
+            )
+        });
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("rcsim prints its URL");
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("rcsim prints its URL");
     let pid = child.id();
     let _guard = Kill(child);
     let url = line.trim().rsplit(' ').next().expect("url").to_string();
     let ws = format!("{}/websocket", url.replacen("http", "ws", 1));
-    println!("rcsim {url} (pid {pid}), {} connections, rooms of {}, {} messages", a.connections, a.room_size, a.messages);
+    println!(
+        "rcsim {url} (pid {pid}), {} connections, rooms of {}, {} messages",
+        a.connections, a.room_size, a.messages
+    );
     let rss0 = rss_kib(pid);
 
-    let users = control(&url, "bulk-users", json!({"prefix": "b", "count": a.connections}));
+    let users = control(
+        &url,
+        "bulk-users",
+        json!({"prefix": "b", "count": a.connections}),
+    );
     let users: Vec<(String, String, String)> = users["users"]
         .as_array()
         .expect("users")
@@ -205,10 +275,21 @@ fn main() {
     let mut rooms = vec![];
     for (i, group) in users.chunks(a.room_size).enumerate() {
         let members: Vec<&str> = group.iter().map(|(u, _, _)| u.as_str()).collect();
-        rooms.push(control(&url, "room", json!({"name": format!("bench{i}"), "members": members}))["rid"].clone());
+        rooms.push(
+            control(
+                &url,
+                "room",
+                json!({"name": format!("bench{i}"), "members": members}),
+            )["rid"]
+                .clone(),
+        );
     }
 
-    let counters = Arc::new(Counters { ready: AtomicUsize::new(0), failed: AtomicUsize::new(0), events: AtomicU64::new(0) });
+    let counters = Arc::new(Counters {
+        ready: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        events: AtomicU64::new(0),
+    });
     let started = Instant::now();
     let per_thread = a.connections.div_ceil(a.threads);
     for slice in users.chunks(per_thread).map(|s| s.to_vec()) {
@@ -217,14 +298,18 @@ fn main() {
             actix_rt::System::new().block_on(async move {
                 // Open in waves so the accept queue never overflows.
                 for wave in slice.chunks(256) {
-                    futures_util::future::join_all(wave.iter().map(|(_, uid, t)| client(ws.clone(), uid.clone(), t.clone(), Arc::clone(&c)))).await;
+                    futures_util::future::join_all(wave.iter().map(|(_, uid, t)| {
+                        client(ws.clone(), uid.clone(), t.clone(), Arc::clone(&c))
+                    }))
+                    .await;
                 }
                 std::future::pending::<()>().await;
             });
         });
     }
     wait("connections ready", Duration::from_secs(120), || {
-        counters.ready.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed) >= a.connections
+        counters.ready.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed)
+            >= a.connections
     });
     let setup = started.elapsed();
     let failed = counters.failed.load(Ordering::Relaxed);
@@ -244,8 +329,14 @@ fn main() {
     let expected = (a.messages * (3 * a.room_size - 1)) as u64;
     let (cpu_sim0, cpu_me0) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let t0 = Instant::now();
-    control(&url, "load", json!({"rooms": rooms, "count": a.messages, "text": "bench"}));
-    wait("events delivered", Duration::from_secs(120), || counters.events.load(Ordering::Relaxed) >= expected);
+    control(
+        &url,
+        "load",
+        json!({"rooms": rooms, "count": a.messages, "text": "bench"}),
+    );
+    wait("events delivered", Duration::from_secs(120), || {
+        counters.events.load(Ordering::Relaxed) >= expected
+    });
     let dt = t0.elapsed();
     let got = counters.events.load(Ordering::Relaxed);
     println!(
@@ -254,7 +345,10 @@ fn main() {
         got as f64 / dt.as_secs_f64(),
         a.connections
     );
-    let (cpu_sim, cpu_me) = (cpu_secs(pid) - cpu_sim0, cpu_secs(std::process::id()) - cpu_me0);
+    let (cpu_sim, cpu_me) = (
+        cpu_secs(pid) - cpu_sim0,
+        cpu_secs(std::process::id()) - cpu_me0,
+    );
     println!(
         "cpu: rcsim {cpu_sim:.2} s ({:.2} s per 100k events), bench clients {cpu_me:.2} s, over {:.2} s on {} cores",
         cpu_sim * 100_000.0 / got.max(1) as f64,

@@ -2,9 +2,9 @@
 //! languages. Mounted only when rcsim starts with a control secret, which
 //! every call must carry in `X-Sim-Secret`.
 
-use crate::sim::{LoginPath, RouteFault, Sim};
-use crate::store::{NewUser, RoomType, UserRef};
 use crate::hub::Out;
+use crate::sim::{LoginPath, RouteFault, Sim};
+use crate::store::{NewUser, RoomSpec, RoomType, UserRef};
 use actix_web::{web, HttpRequest, HttpResponse, Scope};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -21,7 +21,10 @@ struct ControlSecret(String);
 
 fn uid(sim: &Sim, username: Option<&str>) -> Option<String> {
     let name = username?;
-    sim.store.lock().find_user(&UserRef::Username(name.into())).map(|u| u.id.clone())
+    sim.store
+        .lock()
+        .find_user(&UserRef::Username(name.into()))
+        .map(|u| u.id.clone())
 }
 
 async fn handle(
@@ -31,16 +34,24 @@ async fn handle(
     sim: web::Data<Arc<Sim>>,
     secret: web::Data<ControlSecret>,
 ) -> HttpResponse {
-    let given = req.headers().get("x-sim-secret").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let given = req
+        .headers()
+        .get("x-sim-secret")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if given != secret.0 {
-        return HttpResponse::Unauthorized().json(json!({"error": "X-Sim-Secret missing or wrong"}));
+        return HttpResponse::Unauthorized()
+            .json(json!({"error": "X-Sim-Secret missing or wrong"}));
     }
     let b: Value = if body.is_empty() {
         json!({})
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(e) => return HttpResponse::BadRequest().json(json!({"error": format!("invalid JSON: {e}")})),
+            Err(e) => {
+                return HttpResponse::BadRequest()
+                    .json(json!({"error": format!("invalid JSON: {e}")}))
+            }
         }
     };
     let ms = |k: &str| Duration::from_millis(b.get(k).and_then(Value::as_u64).unwrap_or(0));
@@ -51,12 +62,15 @@ async fn handle(
             let users: serde_json::Map<String, Value> = store
                 .users()
                 .map(|u| {
-                    (u.username.clone(), json!({
-                        "ddp_connections": sim.hub.user_connections(&u.id),
-                        "ddp_logins": sim.stats.logins(LoginPath::Ddp, &u.id),
-                        "rest_logins": sim.stats.logins(LoginPath::Rest, &u.id),
-                        "tokens": store.token_count(&u.id),
-                    }))
+                    (
+                        u.username.clone(),
+                        json!({
+                            "ddp_connections": sim.hub.user_connections(&u.id),
+                            "ddp_logins": sim.stats.logins(LoginPath::Ddp, &u.id),
+                            "rest_logins": sim.stats.logins(LoginPath::Rest, &u.id),
+                            "tokens": store.token_count(&u.id),
+                        }),
+                    )
                 })
                 .collect();
             HttpResponse::Ok().json(json!({
@@ -71,7 +85,13 @@ async fn handle(
             let abrupt = b.get("abrupt").and_then(Value::as_bool).unwrap_or(false);
             let n = sim.hub.signal(
                 |u, _| username.is_none() || (target.is_some() && u == target.as_deref()),
-                || if abrupt { Out::Abort } else { Out::Close(1000, "Normal closure".into()) },
+                || {
+                    if abrupt {
+                        Out::Abort
+                    } else {
+                        Out::Close(1000, "Normal closure".into())
+                    }
+                },
             );
             HttpResponse::Ok().json(json!({"dropped": n}))
         }
@@ -81,7 +101,9 @@ async fn handle(
         }
         "deaf" => {
             let on = b.get("on").and_then(Value::as_bool).unwrap_or(true);
-            sim.faults.deaf.store(on, std::sync::atomic::Ordering::Relaxed);
+            sim.faults
+                .deaf
+                .store(on, std::sync::atomic::Ordering::Relaxed);
             HttpResponse::Ok().json(json!({}))
         }
         "delay" => {
@@ -94,7 +116,13 @@ async fn handle(
             };
             let status = b.get("status").and_then(Value::as_u64).unwrap_or(500) as u16;
             let count = b.get("count").and_then(Value::as_u64).map(|c| c as u32);
-            sim.faults.routes.lock().insert(route.to_string(), RouteFault { status, remaining: count });
+            sim.faults.routes.lock().insert(
+                route.to_string(),
+                RouteFault {
+                    status,
+                    remaining: count,
+                },
+            );
             HttpResponse::Ok().json(json!({}))
         }
         "remove-tokens" => {
@@ -111,11 +139,20 @@ async fn handle(
                 b.get("rid").and_then(Value::as_str),
                 b.get("text").and_then(Value::as_str),
             ) else {
-                return HttpResponse::BadRequest().json(json!({"error": "from (an existing username), rid and text are required"}));
+                return HttpResponse::BadRequest().json(
+                    json!({"error": "from (an existing username), rid and text are required"}),
+                );
             };
             let real_name = sim.settings.read().use_real_name;
             let mut out = vec![];
-            let r = sim.store.lock().post_message(&u, rid, text, Default::default(), real_name, &mut out);
+            let r = sim.store.lock().post_message(
+                &u,
+                rid,
+                text,
+                Default::default(),
+                real_name,
+                &mut out,
+            );
             sim.emit(out);
             match r {
                 Ok(m) => HttpResponse::Ok().json(json!({"message": m})),
@@ -125,13 +162,27 @@ async fn handle(
         "settings" => {
             let mut s = sim.settings.write();
             let flag = |k: &str| b.get(k).and_then(Value::as_bool);
-            if let Some(v) = flag("rest_rate_limiter") { s.rest_rate_limiter = v; }
-            if let Some(v) = flag("block_failed_logins") { s.block_failed_logins = v; }
-            if let Some(v) = flag("two_factor_on_update") { s.two_factor_on_update = v; }
-            if let Some(v) = flag("email_2fa_auto_opt_in") { s.email_2fa_auto_opt_in = v; }
-            if let Some(v) = flag("ddp_login_rate_limit") { s.ddp_login_rate_limit = v; }
-            if let Some(v) = flag("updated_before_result") { s.updated_before_result = v; }
-            if let Some(v) = flag("send_server_id") { s.send_server_id = v; }
+            if let Some(v) = flag("rest_rate_limiter") {
+                s.rest_rate_limiter = v;
+            }
+            if let Some(v) = flag("block_failed_logins") {
+                s.block_failed_logins = v;
+            }
+            if let Some(v) = flag("two_factor_on_update") {
+                s.two_factor_on_update = v;
+            }
+            if let Some(v) = flag("email_2fa_auto_opt_in") {
+                s.email_2fa_auto_opt_in = v;
+            }
+            if let Some(v) = flag("ddp_login_rate_limit") {
+                s.ddp_login_rate_limit = v;
+            }
+            if let Some(v) = flag("updated_before_result") {
+                s.updated_before_result = v;
+            }
+            if let Some(v) = flag("send_server_id") {
+                s.send_server_id = v;
+            }
             if let Some(v) = b.get("heartbeat_ms").and_then(Value::as_u64) {
                 s.heartbeat_interval = Duration::from_millis(v);
                 s.heartbeat_timeout = Duration::from_millis(v);
@@ -147,13 +198,20 @@ async fn handle(
                 let mut store = sim.store.lock();
                 for i in 0..count {
                     let username = format!("{prefix}{i}");
-                    let new = NewUser { username: username.clone(), name: username.clone(), password: format!("{username}-pw"), ..Default::default() };
+                    let new = NewUser {
+                        username: username.clone(),
+                        name: username.clone(),
+                        password: format!("{username}-pw"),
+                        ..Default::default()
+                    };
                     match store.create_user(new, &mut out) {
                         Ok(uid) => {
                             let (token, _) = store.add_token(&uid);
                             made.push(json!({"username": username, "uid": uid, "token": token}));
                         }
-                        Err(e) => return HttpResponse::BadRequest().json(json!({"error": e.message()})),
+                        Err(e) => {
+                            return HttpResponse::BadRequest().json(json!({"error": e.message()}))
+                        }
                     }
                 }
             }
@@ -170,11 +228,19 @@ async fn handle(
                 .filter_map(|m| uid(&sim, m.as_str()))
                 .collect();
             let Some((creator, rest)) = members.split_first() else {
-                return HttpResponse::BadRequest().json(json!({"error": "members must name existing users"}));
+                return HttpResponse::BadRequest()
+                    .json(json!({"error": "members must name existing users"}));
             };
-            let t = if b.get("type").and_then(Value::as_str) == Some("c") { RoomType::Channel } else { RoomType::Group };
+            let t = if b.get("type").and_then(Value::as_str) == Some("c") {
+                RoomType::Channel
+            } else {
+                RoomType::Group
+            };
             let mut out = vec![];
-            let r = sim.store.lock().create_room(t, name, creator, rest, None, false, &mut out);
+            let r = sim
+                .store
+                .lock()
+                .create_room(RoomSpec::new(t, name, creator, rest), &mut out);
             sim.emit(out);
             match r {
                 Ok(rid) => HttpResponse::Ok().json(json!({"rid": rid})),
@@ -185,15 +251,29 @@ async fn handle(
             // The fast path: post `count` messages round-robin over `rooms`,
             // each from the room's first member, on a thread of its own so
             // the HTTP workers keep writing to sockets meanwhile.
-            let rooms: Vec<String> = b.get("rooms").and_then(Value::as_array).into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
+            let rooms: Vec<String> = b
+                .get("rooms")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect();
             let count = b.get("count").and_then(Value::as_u64).unwrap_or(0);
-            let text = b.get("text").and_then(Value::as_str).unwrap_or("load").to_string();
+            let text = b
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("load")
+                .to_string();
             let senders: Vec<Option<String>> = {
                 let store = sim.store.lock();
-                rooms.iter().map(|r| store.room(r).and_then(|room| room.members.first().cloned())).collect()
+                rooms
+                    .iter()
+                    .map(|r| store.room(r).and_then(|room| room.members.first().cloned()))
+                    .collect()
             };
             if rooms.is_empty() || senders.iter().any(Option::is_none) {
-                return HttpResponse::BadRequest().json(json!({"error": "rooms must name existing rooms with members"}));
+                return HttpResponse::BadRequest()
+                    .json(json!({"error": "rooms must name existing rooms with members"}));
             }
             let sim = Arc::clone(&sim);
             std::thread::spawn(move || {
@@ -201,7 +281,14 @@ async fn handle(
                     let k = i % rooms.len();
                     let mut out = vec![];
                     let sender = senders[k].as_deref().unwrap_or_default();
-                    let r = sim.store.lock().post_message(sender, &rooms[k], &text, Default::default(), false, &mut out);
+                    let r = sim.store.lock().post_message(
+                        sender,
+                        &rooms[k],
+                        &text,
+                        Default::default(),
+                        false,
+                        &mut out,
+                    );
                     if let Err(e) = r {
                         log::warn!("rcsim load: {}", e.message());
                         return;
@@ -211,6 +298,7 @@ async fn handle(
             });
             HttpResponse::Ok().json(json!({"posting": count}))
         }
-        other => HttpResponse::NotFound().json(json!({"error": format!("unknown control operation '{other}'")})),
+        other => HttpResponse::NotFound()
+            .json(json!({"error": format!("unknown control operation '{other}'")})),
     }
 }

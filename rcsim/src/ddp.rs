@@ -42,7 +42,9 @@ pub async fn websocket(
     sim: web::Data<Arc<Sim>>,
 ) -> actix_web::Result<HttpResponse> {
     if sim.faults.refusing() {
-        return Ok(HttpResponse::ServiceUnavailable().body("rcsim: refusing connections (injected fault)"));
+        return Ok(
+            HttpResponse::ServiceUnavailable().body("rcsim: refusing connections (injected fault)")
+        );
     }
     let (resp, session, stream) = actix_ws::handle(&req, body)?;
     let max = sim.settings.read().max_ddp_frame;
@@ -108,9 +110,18 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut stream: actix_ws::AggregatedMessageStream, mut rx: UnboundedReceiver<Out>) {
+    async fn run(
+        &mut self,
+        mut stream: actix_ws::AggregatedMessageStream,
+        mut rx: UnboundedReceiver<Out>,
+    ) {
         let settings = self.sim.settings();
-        if settings.send_server_id && self.send_raw(r#"{"server_id":"0"}"#.to_string()).await.is_err() {
+        if settings.send_server_id
+            && self
+                .send_raw(r#"{"server_id":"0"}"#.to_string())
+                .await
+                .is_err()
+        {
             return;
         }
         let interval = settings.heartbeat_interval;
@@ -202,7 +213,10 @@ impl Connection {
                 let _ = self
                     .session
                     .clone()
-                    .close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) }))
+                    .close(Some(CloseReason {
+                        code: CloseCode::from(code),
+                        description: Some(reason),
+                    }))
                     .await;
                 return Flow::Stop;
             }
@@ -228,7 +242,10 @@ impl Connection {
         let _ = self
             .session
             .clone()
-            .close(Some(CloseReason { code: CloseCode::Normal, description: Some("Normal closure".into()) }))
+            .close(Some(CloseReason {
+                code: CloseCode::Normal,
+                description: Some("Normal closure".into()),
+            }))
             .await;
     }
 
@@ -261,7 +278,11 @@ impl Connection {
         let Ok(msg) = serde_json::from_str::<Value>(text) else {
             return self.send_error("Parse error", None).await;
         };
-        let kind = msg.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = msg
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if kind.is_empty() {
             let offending = (!msg.is_null()).then_some(&msg);
             return self.send_error("Bad request", offending).await;
@@ -277,7 +298,12 @@ impl Connection {
         }
         match kind.as_str() {
             "ping" => {
-                if self.sim.faults.deaf.load(std::sync::atomic::Ordering::Relaxed) {
+                if self
+                    .sim
+                    .faults
+                    .deaf
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
                     return Flow::Continue;
                 }
                 let mut pong = json!({"msg": "pong"});
@@ -317,12 +343,16 @@ impl Connection {
         }
         self.connected = true;
         self.heartbeat = version != "pre1";
-        let r = self.send(&json!({"msg": "connected", "session": ids::random_id()})).await;
+        let r = self
+            .send(&json!({"msg": "connected", "session": ids::random_id()}))
+            .await;
         self.flow(r)
     }
 
     async fn fail_connect(&mut self, version: &str) -> Flow {
-        let _ = self.send(&json!({"msg": "failed", "version": version})).await;
+        let _ = self
+            .send(&json!({"msg": "failed", "version": version}))
+            .await;
         self.close_normal().await;
         Flow::Stop
     }
@@ -335,10 +365,16 @@ impl Connection {
         let params_ok = msg.get("params").is_none_or(Value::is_array);
         let seed_ok = msg.get("randomSeed").is_none_or(Value::is_string);
         let (Some(id), Some(method), true, true) = (id, method, params_ok, seed_ok) else {
-            return self.send_error("Malformed method invocation", Some(msg)).await;
+            return self
+                .send_error("Malformed method invocation", Some(msg))
+                .await;
         };
         let id = id.to_string();
-        let params = msg.get("params").and_then(Value::as_array).cloned().unwrap_or_default();
+        let params = msg
+            .get("params")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let delay = self.sim.faults.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -353,7 +389,9 @@ impl Connection {
             other => {
                 // Meteor answers an unknown method at once, then arms the fence.
                 let err = MeteorError::new(404, format!("Method '{other}' not found"));
-                let r = self.send(&json!({"msg": "result", "id": id, "error": err.to_ddp()})).await;
+                let r = self
+                    .send(&json!({"msg": "result", "id": id, "error": err.to_ddp()}))
+                    .await;
                 if r.is_err() {
                     return Flow::Stop;
                 }
@@ -386,7 +424,11 @@ impl Connection {
             return None;
         }
         let now = Instant::now();
-        while self.login_calls.front().is_some_and(|t| now.duration_since(*t) >= LOGIN_WINDOW) {
+        while self
+            .login_calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= LOGIN_WINDOW)
+        {
             self.login_calls.pop_front();
         }
         self.login_calls.push_back(now);
@@ -417,13 +459,22 @@ impl Connection {
         let Some(user) = user else {
             return Err(MeteorError::new(403, "User not found"));
         };
-        let my_subs = self.subs.values().filter(|s| s.kind == SubKind::MyMessages).count() as u32;
-        self.sim
-            .hub
-            .set_user(self.id, Some((ok.uid.clone(), ok.token_hash.clone())), my_subs);
+        let my_subs = self
+            .subs
+            .values()
+            .filter(|s| s.kind == SubKind::MyMessages)
+            .count() as u32;
+        self.sim.hub.set_user(
+            self.id,
+            Some((ok.uid.clone(), ok.token_hash.clone())),
+            my_subs,
+        );
         // The token may have been removed between the check and the bind.
         if self.sim.store.lock().token(&ok.token_hash).is_none() {
-            return Err(MeteorError::new(403, "You've been logged out by the server. Please log in again."));
+            return Err(MeteorError::new(
+                403,
+                "You've been logged out by the server. Please log in again.",
+            ));
         }
         let added = json!({"msg": "added", "collection": "users", "id": ok.uid, "fields": user.ddp_fields()});
         if self.send(&added).await.is_err() {
@@ -441,7 +492,8 @@ impl Connection {
         };
         self.sim.hub.set_user(self.id, None, 0);
         self.sim.store.lock().remove_token(&login.token_hash);
-        self.sim.tokens_removed(&[login.token_hash.clone()], Some(self.id));
+        self.sim
+            .tokens_removed(std::slice::from_ref(&login.token_hash), Some(self.id));
         // setUserId(null) re-runs the subscriptions: user-scoped ones stop.
         let scoped: Vec<String> = self
             .subs
@@ -471,19 +523,25 @@ impl Connection {
         };
         let store = self.sim.store.lock();
         match params.first().and_then(parse_date) {
-            Some(since) => Some(json!({"update": store.rooms_of(&login.uid, Some(since)), "remove": []})),
+            Some(since) => {
+                Some(json!({"update": store.rooms_of(&login.uid, Some(since)), "remove": []}))
+            }
             None => Some(Value::Array(store.rooms_of(&login.uid, None))),
         }
     }
 
     fn method_send_message(&self, params: &[Value]) -> Result<Option<Value>, MeteorError> {
         let Some(login) = &self.login else {
-            return Err(MeteorError::new("error-invalid-user", "Invalid user").with_details(json!({"method": "sendMessage"})));
+            return Err(MeteorError::new("error-invalid-user", "Invalid user")
+                .with_details(json!({"method": "sendMessage"})));
         };
         let Some(Value::Object(m)) = params.first() else {
             return Err(MeteorError::new(400, "Match failed"));
         };
-        let (Some(rid), Some(text)) = (m.get("rid").and_then(Value::as_str), m.get("msg").and_then(Value::as_str)) else {
+        let (Some(rid), Some(text)) = (
+            m.get("rid").and_then(Value::as_str),
+            m.get("msg").and_then(Value::as_str),
+        ) else {
             return Err(MeteorError::new(400, "Match failed"));
         };
         let extra: Map<String, Value> = m
@@ -505,14 +563,22 @@ impl Connection {
     /// `setReaction [emoji, messageId, shouldReact?]`.
     fn method_set_reaction(&self, params: &[Value]) -> Result<Option<Value>, MeteorError> {
         let Some(login) = &self.login else {
-            return Err(MeteorError::new("error-invalid-user", "Invalid user").with_details(json!({"method": "setReaction"})));
+            return Err(MeteorError::new("error-invalid-user", "Invalid user")
+                .with_details(json!({"method": "setReaction"})));
         };
-        let (Some(emoji), Some(id)) = (params.first().and_then(Value::as_str), params.get(1).and_then(Value::as_str)) else {
+        let (Some(emoji), Some(id)) = (
+            params.first().and_then(Value::as_str),
+            params.get(1).and_then(Value::as_str),
+        ) else {
             return Err(MeteorError::new(400, "Match failed"));
         };
         let should = params.get(2).and_then(Value::as_bool);
         let mut out = vec![];
-        let r = self.sim.store.lock().react(&login.uid, id, emoji, should, &mut out);
+        let r = self
+            .sim
+            .store
+            .lock()
+            .react(&login.uid, id, emoji, should, &mut out);
         self.sim.emit(out);
         r.map(|()| None)
     }
@@ -522,15 +588,23 @@ impl Connection {
     /// `<rid>/typing`) as itself, to the room's other subscribers.
     fn method_notify_room(&self, params: &[Value]) -> Result<Option<Value>, MeteorError> {
         let not_allowed = || MeteorError::bare("not-allowed");
-        let Some(login) = &self.login else { return Err(not_allowed()) };
+        let Some(login) = &self.login else {
+            return Err(not_allowed());
+        };
         let Some(event) = params.first().and_then(Value::as_str) else {
             return Err(MeteorError::new(400, "Match failed"));
         };
         let (rid, kind) = event.split_once('/').unwrap_or((event, ""));
         let store = self.sim.store.lock();
-        let username = store.user(&login.uid).map(|u| u.username.clone()).unwrap_or_default();
+        let username = store
+            .user(&login.uid)
+            .map(|u| u.username.clone())
+            .unwrap_or_default();
         let writes_as_self = params.get(1).and_then(Value::as_str) == Some(username.as_str());
-        if !matches!(kind, "typing" | "user-activity") || !writes_as_self || !store.can_access(rid, &login.uid) {
+        if !matches!(kind, "typing" | "user-activity")
+            || !writes_as_self
+            || !store.can_access(rid, &login.uid)
+        {
             return Err(not_allowed());
         }
         drop(store);
@@ -568,9 +642,19 @@ impl Connection {
             return Flow::Continue;
         }
         let id = id.to_string();
-        let params = msg.get("params").and_then(Value::as_array).cloned().unwrap_or_default();
+        let params = msg
+            .get("params")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if name == "meteor.loginServiceConfiguration" {
-            self.subs.insert(id.clone(), SubRec { kind: SubKind::Other, event: String::new() });
+            self.subs.insert(
+                id.clone(),
+                SubRec {
+                    kind: SubKind::Other,
+                    event: String::new(),
+                },
+            );
             let r = self.send(&json!({"msg": "ready", "subs": [id]})).await;
             return self.flow(r);
         }
@@ -580,17 +664,26 @@ impl Connection {
         };
         let event = match params.first() {
             Some(Value::String(e)) if !e.is_empty() => e.clone(),
-            _ => return self.nosub(&id, Some(MeteorError::bare("invalid-event-name"))).await,
+            _ => {
+                return self
+                    .nosub(&id, Some(MeteorError::bare("invalid-event-name")))
+                    .await
+            }
         };
         let use_collection = match params.get(1) {
             None => false,
             Some(Value::Bool(b)) => *b,
-            Some(Value::Object(o)) => o.get("useCollection").and_then(Value::as_bool).unwrap_or(false),
+            Some(Value::Object(o)) => o
+                .get("useCollection")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             Some(Value::Null) => return self.nosub(&id, Some(MeteorError::internal())).await,
             Some(_) => false,
         };
         if !self.read_allowed(collection, &event) {
-            return self.nosub(&id, Some(MeteorError::bare("not-allowed"))).await;
+            return self
+                .nosub(&id, Some(MeteorError::bare("not-allowed")))
+                .await;
         }
         let kind = if collection == "stream-room-messages" && event == "__my_messages__" {
             if let Some(l) = &self.login {
@@ -601,7 +694,13 @@ impl Connection {
             self.sim.hub.subscribe(self.id, collection, &event);
             SubKind::Stream(collection)
         };
-        self.subs.insert(id.clone(), SubRec { kind, event: event.clone() });
+        self.subs.insert(
+            id.clone(),
+            SubRec {
+                kind,
+                event: event.clone(),
+            },
+        );
         self.sim.bump();
         if use_collection {
             let added = json!({"msg": "added", "collection": collection, "id": "id", "fields": {"eventName": event}});
@@ -617,10 +716,13 @@ impl Connection {
         let uid = self.login.as_ref().map(|l| l.uid.as_str());
         match collection {
             "stream-notify-user" => {
-                event.ends_with("/webrtc") || uid.is_some_and(|u| event.split('/').next() == Some(u))
+                event.ends_with("/webrtc")
+                    || uid.is_some_and(|u| event.split('/').next() == Some(u))
             }
             "stream-room-messages" if event == "__my_messages__" => true,
-            "stream-room-messages" => uid.is_some_and(|u| self.sim.store.lock().can_access(event, u)),
+            "stream-room-messages" => {
+                uid.is_some_and(|u| self.sim.store.lock().can_access(event, u))
+            }
             "stream-notify-room" => {
                 let rid = event.split('/').next().unwrap_or_default();
                 uid.is_some_and(|u| self.sim.store.lock().can_access(rid, u))
@@ -647,15 +749,16 @@ impl Connection {
             let uid = self.login.as_ref().map(|l| l.uid.clone());
             match s.kind {
                 SubKind::Stream(c) => self.sim.hub.unsubscribe(self.id, c, &s.event, None),
-                SubKind::MyMessages => {
-                    self.sim
-                        .hub
-                        .unsubscribe(self.id, "stream-room-messages", "__my_messages__", uid.as_deref())
-                }
+                SubKind::MyMessages => self.sim.hub.unsubscribe(
+                    self.id,
+                    "stream-room-messages",
+                    "__my_messages__",
+                    uid.as_deref(),
+                ),
                 SubKind::Other => {}
             }
         }
-        self.nosub(&id.to_string(), None).await
+        self.nosub(id, None).await
     }
 }
 
@@ -680,7 +783,10 @@ fn parse_login_params(arg: Option<&Value>) -> Result<Credential, MeteorError> {
         };
     }
     let (Some(user), Some(password)) = (o.get("user"), o.get("password")) else {
-        return Err(MeteorError::new(400, "Unrecognized options for login request"));
+        return Err(MeteorError::new(
+            400,
+            "Unrecognized options for login request",
+        ));
     };
     let user = if let Some(u) = user.get("username").and_then(Value::as_str) {
         UserRef::Username(u.to_string())
@@ -707,5 +813,9 @@ fn parse_login_params(arg: Option<&Value>) -> Result<Credential, MeteorError> {
         }
         _ => return Err(MeteorError::new(400, "Match failed")),
     };
-    Ok(Credential::Password { user, password, code: None })
+    Ok(Credential::Password {
+        user,
+        password,
+        code: None,
+    })
 }

@@ -121,16 +121,23 @@ mod tests {
     fn iso_round_trip() {
         // The RC docs' chat.postMessage example: ts 1481748965123 is 2016-12-14T20:56:05.123Z.
         assert_eq!(iso(1_481_748_965_123), "2016-12-14T20:56:05.123Z");
-        assert_eq!(parse_iso("2016-12-14T20:56:05.123Z"), Some(1_481_748_965_123));
+        assert_eq!(
+            parse_iso("2016-12-14T20:56:05.123Z"),
+            Some(1_481_748_965_123)
+        );
         assert_eq!(parse_iso("2016-12-14T20:56:05Z"), Some(1_481_748_965_000));
         assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(parse_iso("2024-02-29T23:59:59.999Z").map(iso).as_deref(), Some("2024-02-29T23:59:59.999Z"));
+        assert_eq!(
+            parse_iso("2024-02-29T23:59:59.999Z").map(iso).as_deref(),
+            Some("2024-02-29T23:59:59.999Z")
+        );
         assert_eq!(parse_iso("yesterday"), None);
     }
 
     #[test]
     fn rest_dates_rewrites_nested() {
-        let v = json!({"ts": {"$date": 0}, "a": [{"b": {"$date": 1000}}], "c": {"$date": 1, "x": 2}});
+        let v =
+            json!({"ts": {"$date": 0}, "a": [{"b": {"$date": 1000}}], "c": {"$date": 1, "x": 2}});
         assert_eq!(
             rest_dates(v),
             json!({"ts": "1970-01-01T00:00:00.000Z", "a": [{"b": "1970-01-01T00:00:01.000Z"}], "c": {"$date": 1, "x": 2}})

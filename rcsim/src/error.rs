@@ -9,8 +9,9 @@ pub struct MeteorError {
     pub error: Value,
     /// Human text; RC's own `MeteorError` often has none.
     pub reason: Option<String>,
-    /// Extra fields, e.g. `{"function": "Accounts.validateLoginAttempt"}`.
-    pub details: Option<Value>,
+    /// Extra fields, e.g. `{"function": "Accounts.validateLoginAttempt"}`
+    /// (boxed: rarely present, and it keeps `Result<_, MeteorError>` small).
+    pub details: Option<Box<Value>>,
 }
 
 impl MeteorError {
@@ -34,7 +35,7 @@ impl MeteorError {
 
     /// Adds details.
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -60,7 +61,7 @@ impl MeteorError {
             m.insert("reason".into(), Value::String(r.clone()));
         }
         if let Some(d) = &self.details {
-            m.insert("details".into(), d.clone());
+            m.insert("details".into(), (**d).clone());
         }
         m.insert("message".into(), Value::String(self.message()));
         m.insert("errorType".into(), Value::String("Meteor.Error".into()));
@@ -72,7 +73,7 @@ impl MeteorError {
     pub fn to_rest_failure(&self) -> Value {
         let mut body = json!({"success": false, "error": self.message(), "errorType": self.error});
         if let Some(d) = &self.details {
-            body["details"] = d.clone();
+            body["details"] = (**d).clone();
         }
         body
     }
@@ -89,7 +90,10 @@ mod tests {
 
     #[test]
     fn ddp_shape_matches_meteor() {
-        let e = MeteorError::new(403, "You've been logged out by the server. Please log in again.");
+        let e = MeteorError::new(
+            403,
+            "You've been logged out by the server. Please log in again.",
+        );
         assert_eq!(
             serde_json::to_string(&e.to_ddp()).unwrap(),
             r#"{"isClientSafe":true,"error":403,"reason":"You've been logged out by the server. Please log in again.","message":"You've been logged out by the server. Please log in again. [403]","errorType":"Meteor.Error"}"#

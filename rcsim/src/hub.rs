@@ -69,7 +69,14 @@ impl Hub {
     pub fn open(&self) -> (ConnId, UnboundedReceiver<Out>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = unbounded_channel();
-        self.routes.write().conns.insert(id, Conn { tx, user: None, token: None });
+        self.routes.write().conns.insert(
+            id,
+            Conn {
+                tx,
+                user: None,
+                token: None,
+            },
+        );
         (id, rx)
     }
 
@@ -116,14 +123,19 @@ impl Hub {
         if let Some(u) = old {
             Self::unbind_user(&mut r, id, &u);
         }
-        let Some(conn) = r.conns.get_mut(&id) else { return };
+        let Some(conn) = r.conns.get_mut(&id) else {
+            return;
+        };
         match login {
             Some((uid, token)) => {
                 conn.user = Some(uid.clone());
                 conn.token = Some(token);
                 r.by_user.entry(uid.clone()).or_default().insert(id);
                 if my_messages_subs > 0 {
-                    r.my_messages.entry(uid).or_default().insert(id, my_messages_subs);
+                    r.my_messages
+                        .entry(uid)
+                        .or_default()
+                        .insert(id, my_messages_subs);
                 }
             }
             None => {
@@ -148,11 +160,21 @@ impl Hub {
     /// Adds a `__my_messages__` subscription for the connection's user.
     pub fn subscribe_my_messages(&self, id: ConnId, uid: &str) {
         let mut r = self.routes.write();
-        *r.my_messages.entry(uid.to_string()).or_default().entry(id).or_default() += 1;
+        *r.my_messages
+            .entry(uid.to_string())
+            .or_default()
+            .entry(id)
+            .or_default() += 1;
     }
 
     /// Removes one stream subscription.
-    pub fn unsubscribe(&self, id: ConnId, collection: &'static str, event: &str, my_uid: Option<&str>) {
+    pub fn unsubscribe(
+        &self,
+        id: ConnId,
+        collection: &'static str,
+        event: &str,
+        my_uid: Option<&str>,
+    ) {
         let mut r = self.routes.write();
         let map = if event == "__my_messages__" && collection == "stream-room-messages" {
             match my_uid {
@@ -176,8 +198,16 @@ impl Hub {
     /// `rid` (Rocket.Chat stops streaming a room to a user who left it).
     pub fn forget_room(&self, uid: &str, rid: &str) {
         let mut r = self.routes.write();
-        let conns: Vec<ConnId> = r.by_user.get(uid).map(|s| s.iter().copied().collect()).unwrap_or_default();
-        if let Some(m) = r.streams.get_mut("stream-room-messages").and_then(|e| e.get_mut(rid)) {
+        let conns: Vec<ConnId> = r
+            .by_user
+            .get(uid)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        if let Some(m) = r
+            .streams
+            .get_mut("stream-room-messages")
+            .and_then(|e| e.get_mut(rid))
+        {
             for c in conns {
                 m.remove(&c);
             }
@@ -199,8 +229,16 @@ impl Hub {
         let mut n = 0u64;
         for e in emits {
             match e {
-                Emit::Stream { collection, event, args } => {
-                    let Some(subs) = r.streams.get(collection).and_then(|e| e.get(event.as_str())) else {
+                Emit::Stream {
+                    collection,
+                    event,
+                    args,
+                } => {
+                    let Some(subs) = r
+                        .streams
+                        .get(collection)
+                        .and_then(|e| e.get(event.as_str()))
+                    else {
                         continue;
                     };
                     let frame = changed_frame(collection, &event, &args);
@@ -216,16 +254,27 @@ impl Hub {
                         }
                     }
                 }
-                Emit::MyMessages { message, room_type, room_name, members, public } => {
+                Emit::MyMessages {
+                    message,
+                    room_type,
+                    room_name,
+                    members,
+                    public,
+                } => {
                     let mut frames: [Option<ByteString>; 2] = [None, None];
                     let mut frame_for = |participant: bool| {
                         frames[usize::from(participant)]
                             .get_or_insert_with(|| {
-                                let mut meta = json!({"roomParticipant": participant, "roomType": room_type});
+                                let mut meta =
+                                    json!({"roomParticipant": participant, "roomType": room_type});
                                 if let Some(n) = &room_name {
                                     meta["roomName"] = json!(n);
                                 }
-                                changed_frame("stream-room-messages", "__my_messages__", &format!("[{message},{meta}]"))
+                                changed_frame(
+                                    "stream-room-messages",
+                                    "__my_messages__",
+                                    &format!("[{message},{meta}]"),
+                                )
                             })
                             .clone()
                     };
@@ -259,7 +308,11 @@ impl Hub {
     }
 
     /// Sends `out` to the connections chosen by `pick(user, token)`; returns how many.
-    pub fn signal(&self, pick: impl Fn(Option<&str>, Option<&str>) -> bool, out: impl Fn() -> Out) -> usize {
+    pub fn signal(
+        &self,
+        pick: impl Fn(Option<&str>, Option<&str>) -> bool,
+        out: impl Fn() -> Out,
+    ) -> usize {
         let r = self.routes.read();
         let mut n = 0;
         for c in r.conns.values() {
@@ -302,7 +355,9 @@ impl Hub {
     /// Stream subscriptions (all kinds) held by a user's connections.
     pub fn user_subscriptions(&self, uid: &str) -> usize {
         let r = self.routes.read();
-        let Some(conns) = r.by_user.get(uid) else { return 0 };
+        let Some(conns) = r.by_user.get(uid) else {
+            return 0;
+        };
         let streams: u32 = r
             .streams
             .values()

@@ -46,7 +46,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use store::{NewUser, UserRef};
+use store::{NewUser, RoomSpec, UserRef};
 
 /// Data to start with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,11 +167,20 @@ impl Rcsim {
             let (sim, control) = (Arc::clone(&sim), Arc::clone(&control));
             let workers = config.workers;
             let secret = config.control_secret.clone();
-            std::thread::Builder::new().name("rcsim".into()).spawn(move || {
-                actix_rt::System::new().block_on(serve(listener, addr, sim, control, workers, secret));
-            })?
+            std::thread::Builder::new()
+                .name("rcsim".into())
+                .spawn(move || {
+                    actix_rt::System::new()
+                        .block_on(serve(listener, addr, sim, control, workers, secret));
+                })?
         };
-        let rcsim = Rcsim { sim, addr, control, started: rx, thread: Some(thread) };
+        let rcsim = Rcsim {
+            sim,
+            addr,
+            control,
+            started: rx,
+            thread: Some(thread),
+        };
         rcsim.await_started()?;
         Ok(rcsim)
     }
@@ -179,7 +188,9 @@ impl Rcsim {
     fn await_started(&self) -> std::io::Result<()> {
         match self.started.recv_timeout(START_TIMEOUT) {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::other("rcsim did not start listening in time")),
+            Err(_) => Err(std::io::Error::other(
+                "rcsim did not start listening in time",
+            )),
         }
     }
 
@@ -226,7 +237,12 @@ impl Rcsim {
     }
 
     /// Creates a user directly (no REST, no throttles); returns its id.
-    pub fn add_user(&self, username: &str, password: &str, verified_email: bool) -> Result<String, String> {
+    pub fn add_user(
+        &self,
+        username: &str,
+        password: &str,
+        verified_email: bool,
+    ) -> Result<String, String> {
         let mut out = vec![];
         let opt_in = self.sim.settings.read().email_2fa_auto_opt_in;
         let r = self.sim.store.lock().create_user(
@@ -256,19 +272,29 @@ impl Rcsim {
     }
 
     fn uid(&self, username: &str) -> Result<String, String> {
-        self.user_id(username).ok_or_else(|| format!("no user {username}"))
+        self.user_id(username)
+            .ok_or_else(|| format!("no user {username}"))
     }
 
     /// Creates a channel or group; returns its id.
-    pub fn create_room(&self, t: RoomType, name: &str, creator: &str, members: &[&str]) -> Result<String, String> {
+    pub fn create_room(
+        &self,
+        t: RoomType,
+        name: &str,
+        creator: &str,
+        members: &[&str],
+    ) -> Result<String, String> {
         let creator = self.uid(creator)?;
-        let members = members.iter().map(|m| self.uid(m)).collect::<Result<Vec<_>, _>>()?;
+        let members = members
+            .iter()
+            .map(|m| self.uid(m))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut out = vec![];
         let r = self
             .sim
             .store
             .lock()
-            .create_room(t, name, &creator, &members, None, false, &mut out);
+            .create_room(RoomSpec::new(t, name, &creator, &members), &mut out);
         self.sim.emit(out);
         r.map_err(|e| e.message())
     }
@@ -310,19 +336,28 @@ impl Rcsim {
 
     /// How many login tokens a user holds.
     pub fn token_count(&self, username: &str) -> usize {
-        self.user_id(username).map_or(0, |u| self.sim.store.lock().token_count(&u))
+        self.user_id(username)
+            .map_or(0, |u| self.sim.store.lock().token_count(&u))
     }
 
     /// The pending email two-factor code of a user (what the email would say).
     pub fn email_code(&self, username: &str) -> Option<String> {
         let uid = self.user_id(username)?;
-        self.sim.store.lock().user(&uid)?.email_code.clone().map(|(c, _)| c)
+        self.sim
+            .store
+            .lock()
+            .user(&uid)?
+            .email_code
+            .clone()
+            .map(|(c, _)| c)
     }
 
     /// Removes all of a user's tokens (`users.logout`): their DDP sockets
     /// close (1000, no frame), REST answers 401, resume answers 403.
     pub fn remove_tokens(&self, username: &str) -> usize {
-        let Some(uid) = self.user_id(username) else { return 0 };
+        let Some(uid) = self.user_id(username) else {
+            return 0;
+        };
         let removed = self.sim.store.lock().remove_user_tokens(&uid);
         self.sim.tokens_removed(&removed, None);
         removed.len()
@@ -331,7 +366,8 @@ impl Rcsim {
     /// Marks a user's tokens expired: resume fails ("Your session has
     /// expired"), open sockets and REST keep working until [`Rcsim::purge_expired_tokens`].
     pub fn expire_tokens(&self, username: &str) -> usize {
-        self.user_id(username).map_or(0, |u| self.sim.store.lock().expire_user_tokens(&u))
+        self.user_id(username)
+            .map_or(0, |u| self.sim.store.lock().expire_user_tokens(&u))
     }
 
     /// Meteor's periodic purge: removes expired tokens and closes their sockets.
@@ -344,8 +380,14 @@ impl Rcsim {
     /// Emits `<uid>/force_logout` to the user's subscribers (device
     /// management's `sessions/logout`), and removes their tokens like it does.
     pub fn force_logout(&self, username: &str) {
-        let Some(uid) = self.user_id(username) else { return };
-        self.sim.emit(vec![store::user_event(&uid, "force_logout", Value::Array(vec![]))]);
+        let Some(uid) = self.user_id(username) else {
+            return;
+        };
+        self.sim.emit(vec![store::user_event(
+            &uid,
+            "force_logout",
+            Value::Array(vec![]),
+        )]);
         self.remove_tokens(username);
     }
 
@@ -353,7 +395,8 @@ impl Rcsim {
 
     /// Open DDP sockets logged in as `username`.
     pub fn ddp_connections(&self, username: &str) -> usize {
-        self.user_id(username).map_or(0, |u| self.sim.hub.user_connections(&u))
+        self.user_id(username)
+            .map_or(0, |u| self.sim.hub.user_connections(&u))
     }
 
     /// All open DDP sockets.
@@ -363,12 +406,14 @@ impl Rcsim {
 
     /// Stream subscriptions held by a user's DDP sockets.
     pub fn ddp_subscriptions(&self, username: &str) -> usize {
-        self.user_id(username).map_or(0, |u| self.sim.hub.user_subscriptions(&u))
+        self.user_id(username)
+            .map_or(0, |u| self.sim.hub.user_subscriptions(&u))
     }
 
     /// Successful logins of a user by path.
     pub fn logins(&self, path: LoginPath, username: &str) -> u64 {
-        self.user_id(username).map_or(0, |u| self.sim.stats.logins(path, &u))
+        self.user_id(username)
+            .map_or(0, |u| self.sim.stats.logins(path, &u))
     }
 
     /// Successful logins of all users by path.
@@ -399,7 +444,12 @@ impl Rcsim {
     /// Waits until `pred` holds, re-checking whenever the simulator's state
     /// changes (connections, logins, subscriptions, REST calls). Errors
     /// with `what` after `timeout`.
-    pub async fn wait_for(&self, timeout: Duration, what: &str, pred: impl Fn(&Rcsim) -> bool) -> Result<(), String> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Rcsim) -> bool,
+    ) -> Result<(), String> {
         let mut rx = self.sim.changes.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -409,7 +459,11 @@ impl Rcsim {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
-                    return if pred(self) { Ok(()) } else { Err(format!("timed out after {timeout:?} waiting for {what}")) };
+                    return if pred(self) {
+                        Ok(())
+                    } else {
+                        Err(format!("timed out after {timeout:?} waiting for {what}"))
+                    };
                 }
             }
         }
@@ -423,7 +477,13 @@ impl Rcsim {
         let uid = username.map(|u| self.user_id(u).unwrap_or_default());
         self.sim.hub.signal(
             |user, _| uid.as_deref().is_none_or(|u| user == Some(u)),
-            || if abrupt { Out::Abort } else { Out::Close(1000, "Normal closure".into()) },
+            || {
+                if abrupt {
+                    Out::Abort
+                } else {
+                    Out::Close(1000, "Normal closure".into())
+                }
+            },
         )
     }
 
@@ -449,7 +509,13 @@ impl Rcsim {
         if count == Some(0) {
             routes.remove(route);
         } else {
-            routes.insert(route.to_string(), RouteFault { status, remaining: count });
+            routes.insert(
+                route.to_string(),
+                RouteFault {
+                    status,
+                    remaining: count,
+                },
+            );
         }
     }
 
@@ -458,16 +524,31 @@ impl Rcsim {
         let uid = self.user_id(username).unwrap_or_default();
         let make = move || match &frame {
             RawFrame::Text(t) => Out::Text(t.clone().into()),
-            RawFrame::Oversize(n) => Out::Text(hub::changed_frame("stream-notify-user", &format!("{uid}/message"), &padded(*n))),
+            RawFrame::Oversize(n) => Out::Text(hub::changed_frame(
+                "stream-notify-user",
+                &format!("{uid}/message"),
+                &padded(*n),
+            )),
             RawFrame::Fragmented(parts) => {
-                let text = hub::changed_frame("stream-notify-user", &format!("{uid}/message"), &padded(64)).to_string();
+                let text = hub::changed_frame(
+                    "stream-notify-user",
+                    &format!("{uid}/message"),
+                    &padded(64),
+                )
+                .to_string();
                 let step = text.len().div_ceil((*parts).max(2));
-                let chunks = text.as_bytes().chunks(step).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+                let chunks = text
+                    .as_bytes()
+                    .chunks(step)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
                 Out::Fragments(chunks)
             }
         };
         let target = self.user_id(username);
-        self.sim.hub.signal(|user, _| user.is_some() && user == target.as_deref(), make)
+        self.sim
+            .hub
+            .signal(|user, _| user.is_some() && user == target.as_deref(), make)
     }
 
     /// A Rocket.Chat restart: every socket dropped, the port closed for
@@ -523,7 +604,8 @@ async fn serve(
             Some(l) => Ok(l),
             None => TcpListener::bind(addr),
         };
-        let server = listener.and_then(|l| build_server(l, Arc::clone(&sim), workers, secret.clone()));
+        let server =
+            listener.and_then(|l| build_server(l, Arc::clone(&sim), workers, secret.clone()));
         let server = match server {
             Ok(s) => s,
             Err(e) => {
@@ -571,10 +653,23 @@ fn seed(sim: &Sim, config: &SimConfig) {
         let creator = match admin {
             Some(a) => a,
             None => store
-                .create_user(NewUser { username: "rocket.cat".into(), password: "rocket.cat".into(), roles: vec!["bot".into()], ..Default::default() }, &mut out)
+                .create_user(
+                    NewUser {
+                        username: "rocket.cat".into(),
+                        password: "rocket.cat".into(),
+                        roles: vec!["bot".into()],
+                        ..Default::default()
+                    },
+                    &mut out,
+                )
                 .unwrap_or_default(),
         };
-        let _ = store.create_room(RoomType::Channel, "general", &creator, &[], Some("GENERAL".into()), true, &mut out);
+        let general = RoomSpec {
+            id: Some("GENERAL".into()),
+            default: true,
+            ..RoomSpec::new(RoomType::Channel, "general", &creator, &[])
+        };
+        let _ = store.create_room(general, &mut out);
         let mut ids = vec![];
         for (name, display) in [("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")] {
             if let Ok(id) = store.create_user(
@@ -594,7 +689,10 @@ fn seed(sim: &Sim, config: &SimConfig) {
             }
         }
         if ids.len() >= 2 {
-            let _ = store.create_room(RoomType::Group, "engineering", &ids[0], &ids[1..2], None, false, &mut out);
+            let _ = store.create_room(
+                RoomSpec::new(RoomType::Group, "engineering", &ids[0], &ids[1..2]),
+                &mut out,
+            );
         }
     }
 }

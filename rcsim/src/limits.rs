@@ -38,7 +38,10 @@ impl RateLimiter {
         let w = self
             .routes
             .entry(route.to_string())
-            .or_insert_with(|| Window { start: now, counts: HashMap::new() });
+            .or_insert_with(|| Window {
+                start: now,
+                counts: HashMap::new(),
+            });
         if now - w.start >= window_ms {
             w.start = now;
             w.counts.clear();
@@ -82,25 +85,42 @@ pub struct LoginGuard {
 
 fn blocked_error(kind: &str) -> MeteorError {
     let (code, text) = if kind == "ip" {
-        ("error-login-blocked-for-ip", "Login has been temporarily blocked For IP")
+        (
+            "error-login-blocked-for-ip",
+            "Login has been temporarily blocked For IP",
+        )
     } else {
-        ("error-login-blocked-for-user", "Login has been temporarily blocked For User")
+        (
+            "error-login-blocked-for-user",
+            "Login has been temporarily blocked For User",
+        )
     };
     MeteorError::new(code, text).with_details(json!({"function": "Accounts.validateLoginAttempt"}))
 }
 
 impl LoginGuard {
     /// The blocking error for this attempt, if any.
-    pub fn check(&self, uid: Option<&str>, ip: &str, s: &Settings, now: i64) -> Option<MeteorError> {
+    pub fn check(
+        &self,
+        uid: Option<&str>,
+        ip: &str,
+        s: &Settings,
+        now: i64,
+    ) -> Option<MeteorError> {
         if !s.block_failed_logins {
             return None;
         }
         let window = s.failed_login_block_time.as_millis() as i64;
-        let over = |f: Option<&Failures>, limit: u32| f.is_some_and(|f| f.count >= limit && now - f.last < window);
+        let over = |f: Option<&Failures>, limit: u32| {
+            f.is_some_and(|f| f.count >= limit && now - f.last < window)
+        };
         if over(self.ips.get(ip), s.failed_logins_until_block_ip) {
             return Some(blocked_error("ip"));
         }
-        if over(uid.and_then(|u| self.users.get(u)), s.failed_logins_until_block_user) {
+        if over(
+            uid.and_then(|u| self.users.get(u)),
+            s.failed_logins_until_block_user,
+        ) {
             return Some(blocked_error("user"));
         }
         None
@@ -147,7 +167,10 @@ mod tests {
         assert!(rl.hit("/v1/loginpost", "1.1.1.1", 10, 60_000, 2000).blocked);
         assert!(!rl.hit("/v1/loginpost", "2.2.2.2", 10, 60_000, 2000).blocked);
         assert!(!rl.hit("/v1/meget", "1.1.1.1", 10, 60_000, 2000).blocked);
-        assert!(!rl.hit("/v1/loginpost", "1.1.1.1", 10, 60_000, 61_000).blocked);
+        assert!(
+            !rl.hit("/v1/loginpost", "1.1.1.1", 10, 60_000, 61_000)
+                .blocked
+        );
         assert!(too_many_requests(41_001).contains("wait 42 seconds"));
     }
 
@@ -160,7 +183,10 @@ mod tests {
         }
         assert!(g.check(Some("u"), "ip", &s, 1).is_none());
         g.failed(Some("u"), "ip", 0);
-        assert_eq!(g.check(Some("u"), "ip", &s, 1).unwrap().error, "error-login-blocked-for-user");
+        assert_eq!(
+            g.check(Some("u"), "ip", &s, 1).unwrap().error,
+            "error-login-blocked-for-user"
+        );
         assert!(g.check(Some("u"), "ip", &s, 5 * 60_000).is_none());
     }
 }

@@ -55,13 +55,18 @@ fn run(args: Args) -> Result<(), String> {
         Some("demo") => Some(Seed::Demo),
         Some(other) => return Err(format!("unknown seed '{other}' (known: demo)")),
     };
-    let mut settings = if args.permissive { Settings::permissive() } else { Settings::default() };
+    let mut settings = if args.permissive {
+        Settings::permissive()
+    } else {
+        Settings::default()
+    };
     if let Some(ms) = args.heartbeat_ms {
         settings.heartbeat_interval = Duration::from_millis(ms);
         settings.heartbeat_timeout = Duration::from_millis(ms);
     }
     settings.create_tokens_secret = args.create_tokens_secret;
-    let listener = TcpListener::bind(&args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let sim = Rcsim::start_on(
         listener,
         SimConfig {

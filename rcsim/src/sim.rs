@@ -115,12 +115,21 @@ impl Stats {
 
     /// Successful logins of a user by path.
     pub fn logins(&self, path: LoginPath, uid: &str) -> u64 {
-        self.logins.lock().get(&(path, uid.to_string())).copied().unwrap_or(0)
+        self.logins
+            .lock()
+            .get(&(path, uid.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Successful logins of every user by path.
     pub fn total_logins(&self, path: LoginPath) -> u64 {
-        self.logins.lock().iter().filter(|((p, _), _)| *p == path).map(|(_, n)| n).sum()
+        self.logins
+            .lock()
+            .iter()
+            .filter(|((p, _), _)| *p == path)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Failed logins.
@@ -217,7 +226,10 @@ fn default_permissions() -> HashMap<String, Vec<String>> {
         vec!["admin".into(), "bot".into(), "app".into()],
     );
     for name in ["create-c", "create-p", "create-d"] {
-        p.insert(name.to_string(), vec!["admin".into(), "user".into(), "bot".into(), "app".into()]);
+        p.insert(
+            name.to_string(),
+            vec!["admin".into(), "user".into(), "bot".into(), "app".into()],
+        );
     }
     p
 }
@@ -283,7 +295,12 @@ impl Sim {
     }
 
     /// Logs a user in, as Meteor's `login` method with RC's validators.
-    pub fn login(&self, cred: Credential, ip: &str, path: LoginPath) -> Result<LoginOk, MeteorError> {
+    pub fn login(
+        &self,
+        cred: Credential,
+        ip: &str,
+        path: LoginPath,
+    ) -> Result<LoginOk, MeteorError> {
         let s = self.settings();
         let now = now_ms();
         let day_ms = 86_400_000;
@@ -292,8 +309,14 @@ impl Sim {
                 let hash = ids::hash_login_token(&token);
                 let store = self.store.lock();
                 match store.token(&hash) {
-                    None => Err(MeteorError::new(403, "You've been logged out by the server. Please log in again.")),
-                    Some(t) if t.expired => Err(MeteorError::new(403, "Your session has expired. Please log in again.")),
+                    None => Err(MeteorError::new(
+                        403,
+                        "You've been logged out by the server. Please log in again.",
+                    )),
+                    Some(t) if t.expired => Err(MeteorError::new(
+                        403,
+                        "Your session has expired. Please log in again.",
+                    )),
                     Some(t) => Ok(LoginOk {
                         uid: t.uid.clone(),
                         token: token.clone(),
@@ -303,11 +326,20 @@ impl Sim {
                     }),
                 }
             }
-            Credential::Password { user, password, code } => self.password_login(&s, user, password, code, ip, now),
+            Credential::Password {
+                user,
+                password,
+                code,
+            } => self.password_login(&s, user, password, code, ip, now),
         };
         match &result {
             Ok(ok) => {
-                *self.stats.logins.lock().entry((path, ok.uid.clone())).or_default() += 1;
+                *self
+                    .stats
+                    .logins
+                    .lock()
+                    .entry((path, ok.uid.clone()))
+                    .or_default() += 1;
                 self.bump();
             }
             Err(_) => {
@@ -356,8 +388,10 @@ impl Sim {
         }
         let user = user.expect("attempt succeeded");
         if !user.active {
-            return Err(MeteorError::new("error-user-is-not-activated", "User is not activated")
-                .with_details(json!({"function": "Accounts.validateLoginAttempt"})));
+            return Err(
+                MeteorError::new("error-user-is-not-activated", "User is not activated")
+                    .with_details(json!({"function": "Accounts.validateLoginAttempt"})),
+            );
         }
         if s.email_2fa_enabled && user.email_2fa_effective() {
             let pending = user.email_code.clone().filter(|(_, exp)| *exp > now);
@@ -387,7 +421,9 @@ impl Sim {
                             }
                         }
                     }
-                    return Err(MeteorError::new("totp-required", "TOTP Required").with_details(details));
+                    return Err(
+                        MeteorError::new("totp-required", "TOTP Required").with_details(details)
+                    );
                 }
             }
         }

@@ -322,6 +322,36 @@ struct StoredMessage {
     deleted_at: Option<i64>,
 }
 
+/// Input of [`Store::create_room`].
+pub struct RoomSpec<'a> {
+    /// Channel or group.
+    pub t: RoomType,
+    /// `name`.
+    pub name: &'a str,
+    /// The creator's uid (the first member).
+    pub creator: &'a str,
+    /// Other members' uids.
+    pub members: &'a [String],
+    /// A fixed `_id` (seeded rooms like `GENERAL`); random otherwise.
+    pub id: Option<String>,
+    /// New users join it.
+    pub default: bool,
+}
+
+impl<'a> RoomSpec<'a> {
+    /// A room with a random id that new users do not join.
+    pub fn new(t: RoomType, name: &'a str, creator: &'a str, members: &'a [String]) -> Self {
+        RoomSpec {
+            t,
+            name,
+            creator,
+            members,
+            id: None,
+            default: false,
+        }
+    }
+}
+
 /// Input of [`Store::create_user`].
 #[derive(Clone, Debug, Default)]
 pub struct NewUser {
@@ -457,7 +487,9 @@ impl Store {
                 "error-input-is-not-a-valid-field",
                 format!("{} is not a valid username", n.username),
             )
-            .with_details(json!({"method": "insertOrUpdateUser", "input": n.username, "field": "Username"})));
+            .with_details(
+                json!({"method": "insertOrUpdateUser", "input": n.username, "field": "Username"}),
+            ));
         }
         if self.by_username.contains_key(&n.username.to_lowercase()) {
             return Err(field_unavailable(&n.username));
@@ -470,14 +502,25 @@ impl Store {
         let user = User {
             id: id.clone(),
             username: n.username.clone(),
-            name: if n.name.is_empty() { n.username.clone() } else { n.name },
+            name: if n.name.is_empty() {
+                n.username.clone()
+            } else {
+                n.name
+            },
             emails: if n.email.is_empty() {
                 vec![]
             } else {
-                vec![Email { address: n.email.clone(), verified: n.verified }]
+                vec![Email {
+                    address: n.email.clone(),
+                    verified: n.verified,
+                }]
             },
             password_digest: Some(ids::sha256_hex(&n.password)),
-            roles: if n.roles.is_empty() { vec!["user".into()] } else { n.roles },
+            roles: if n.roles.is_empty() {
+                vec!["user".into()]
+            } else {
+                n.roles
+            },
             active: n.active.unwrap_or(true),
             created_at: now - n.age_ms,
             updated_at: now,
@@ -485,7 +528,8 @@ impl Store {
             kind: "user".into(),
             email_code: None,
         };
-        self.by_username.insert(n.username.to_lowercase(), id.clone());
+        self.by_username
+            .insert(n.username.to_lowercase(), id.clone());
         if !n.email.is_empty() {
             self.by_email.insert(n.email.to_lowercase(), id.clone());
         }
@@ -518,12 +562,20 @@ impl Store {
                     format!("{u} is not a valid username"),
                 ));
             }
-            if self.by_username.get(&u.to_lowercase()).is_some_and(|id| id != uid) {
+            if self
+                .by_username
+                .get(&u.to_lowercase())
+                .is_some_and(|id| id != uid)
+            {
                 return Err(field_unavailable(u));
             }
         }
         if let Some(e) = &p.email {
-            if self.by_email.get(&e.to_lowercase()).is_some_and(|id| id != uid) {
+            if self
+                .by_email
+                .get(&e.to_lowercase())
+                .is_some_and(|id| id != uid)
+            {
                 return Err(field_unavailable(e));
             }
         }
@@ -540,7 +592,10 @@ impl Store {
                 self.by_email.remove(&old.address.to_lowercase());
             }
             self.by_email.insert(e.to_lowercase(), uid.to_string());
-            user.emails = vec![Email { address: e, verified: p.verified.unwrap_or(false) }];
+            user.emails = vec![Email {
+                address: e,
+                verified: p.verified.unwrap_or(false),
+            }];
         } else if let Some(v) = p.verified {
             if let Some(first) = user.emails.first_mut() {
                 first.verified = v;
@@ -561,13 +616,21 @@ impl Store {
             logout |= !a;
         }
         user.updated_at = now;
-        Ok(if logout { self.remove_user_tokens(uid) } else { vec![] })
+        Ok(if logout {
+            self.remove_user_tokens(uid)
+        } else {
+            vec![]
+        })
     }
 
     /// `users.delete`: removes the user, its tokens and its subscriptions.
     pub fn delete_user(&mut self, uid: &str, out: &mut Vec<Emit>) -> Option<Vec<String>> {
         let user = self.users.get(uid)?.clone();
-        let rooms: Vec<String> = self.user_rooms.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let rooms: Vec<String> = self
+            .user_rooms
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         for rid in rooms {
             self.remove_member(&rid, uid, None, out);
         }
@@ -589,7 +652,12 @@ impl Store {
         let when = self.tick();
         self.tokens.insert(
             ids::hash_login_token(&token),
-            TokenRec { uid: uid.to_string(), when, expired: false, two_factor_until: None },
+            TokenRec {
+                uid: uid.to_string(),
+                when,
+                expired: false,
+                two_factor_until: None,
+            },
         );
         // RC keeps at most 50 tokens per user (`ensureLoginTokensLimit`).
         let mut mine: Vec<(i64, String)> = self
@@ -689,17 +757,20 @@ impl Store {
             .is_some_and(|r| r.is_public() || self.is_member(rid, uid))
     }
 
-    /// Creates a channel or group with `creator` and `members`.
+    /// Creates a channel or group.
     pub fn create_room(
         &mut self,
-        t: RoomType,
-        name: &str,
-        creator: &str,
-        members: &[String],
-        rid: Option<String>,
-        default: bool,
+        spec: RoomSpec<'_>,
         out: &mut Vec<Emit>,
     ) -> Result<String, MeteorError> {
+        let RoomSpec {
+            t,
+            name,
+            creator,
+            members,
+            id: rid,
+            default,
+        } = spec;
         if name.is_empty() || !valid_username(name) {
             return Err(MeteorError::new(
                 "error-invalid-room-name",
@@ -751,9 +822,22 @@ impl Store {
 
     /// The DM room between two users, created (with both subscriptions) if absent.
     /// Returns the room id and whether it was created.
-    pub fn direct_room(&mut self, a: &str, b: &str, out: &mut Vec<Emit>) -> Result<(String, bool), MeteorError> {
-        let ua = self.users.get(a).cloned().ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
-        let ub = self.users.get(b).cloned().ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
+    pub fn direct_room(
+        &mut self,
+        a: &str,
+        b: &str,
+        out: &mut Vec<Emit>,
+    ) -> Result<(String, bool), MeteorError> {
+        let ua = self
+            .users
+            .get(a)
+            .cloned()
+            .ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
+        let ub = self
+            .users
+            .get(b)
+            .cloned()
+            .ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
         let mut pair = [ua.id.clone(), ub.id.clone()];
         pair.sort();
         let rid = if a == b { a.to_string() } else { pair.concat() };
@@ -764,7 +848,10 @@ impl Store {
         let (usernames, uids) = if a == b {
             (vec![ua.username.clone()], vec![ua.id.clone()])
         } else {
-            (vec![ua.username.clone(), ub.username.clone()], vec![ua.id.clone(), ub.id.clone()])
+            (
+                vec![ua.username.clone(), ub.username.clone()],
+                vec![ua.id.clone(), ub.id.clone()],
+            )
         };
         self.rooms.insert(
             rid.clone(),
@@ -803,7 +890,11 @@ impl Store {
         if self.is_member(rid, uid) {
             return Ok(false);
         }
-        let user = self.users.get(uid).cloned().ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
+        let user = self
+            .users
+            .get(uid)
+            .cloned()
+            .ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
         let now = self.tick();
         let room = self
             .rooms
@@ -854,10 +945,24 @@ impl Store {
             }
             None => sub,
         };
-        out.push(user_event(uid, "subscriptions-changed", json!(["inserted", sub.doc()])));
-        out.push(user_event(uid, "rooms-changed", json!(["inserted", room_doc])));
-        self.subs.entry(rid.to_string()).or_default().insert(uid.to_string(), sub);
-        self.user_rooms.entry(uid.to_string()).or_default().insert(rid.to_string());
+        out.push(user_event(
+            uid,
+            "subscriptions-changed",
+            json!(["inserted", sub.doc()]),
+        ));
+        out.push(user_event(
+            uid,
+            "rooms-changed",
+            json!(["inserted", room_doc]),
+        ));
+        self.subs
+            .entry(rid.to_string())
+            .or_default()
+            .insert(uid.to_string(), sub);
+        self.user_rooms
+            .entry(uid.to_string())
+            .or_default()
+            .insert(rid.to_string());
         if let Some((t, by)) = system {
             self.system_message(rid, by, t, &user.username, out);
         }
@@ -884,7 +989,8 @@ impl Store {
         if let Some(set) = self.user_rooms.get_mut(uid) {
             set.remove(rid);
         }
-        self.removed_subs.push((uid.to_string(), sub.id.clone(), now));
+        self.removed_subs
+            .push((uid.to_string(), sub.id.clone(), now));
         out.push(user_event(
             uid,
             "subscriptions-changed",
@@ -949,14 +1055,20 @@ impl Store {
         sub.group_mentions = 0;
         sub.ls = now;
         sub.updated_at = now;
-        out.push(user_event(uid, "subscriptions-changed", json!(["updated", sub.doc()])));
+        out.push(user_event(
+            uid,
+            "subscriptions-changed",
+            json!(["updated", sub.doc()]),
+        ));
         true
     }
 
     // ---- messages ----------------------------------------------------
 
     fn system_message(&mut self, rid: &str, by: &str, t: &str, msg: &str, out: &mut Vec<Emit>) {
-        let Some(u) = self.users.get(by).map(User::brief) else { return };
+        let Some(u) = self.users.get(by).map(User::brief) else {
+            return;
+        };
         let now = self.tick();
         let doc = json!({
             "_id": ids::random_id(), "rid": rid, "t": t, "msg": msg, "u": u,
@@ -1003,7 +1115,10 @@ impl Store {
             .map(str::to_string)
             .unwrap_or_else(ids::random_id);
         if self.msg_index.contains_key(&id) {
-            return Err(MeteorError::new("error-message-already-exists", "Message already exists"));
+            return Err(MeteorError::new(
+                "error-message-already-exists",
+                "Message already exists",
+            ));
         }
         let mut doc = Map::new();
         doc.insert("_id".into(), json!(id));
@@ -1012,7 +1127,10 @@ impl Store {
         doc.insert("ts".into(), date(now));
         doc.insert("u".into(), u);
         for (k, v) in extra {
-            if !matches!(k.as_str(), "_id" | "rid" | "msg" | "ts" | "u" | "_updatedAt") {
+            if !matches!(
+                k.as_str(),
+                "_id" | "rid" | "msg" | "ts" | "u" | "_updatedAt"
+            ) {
                 doc.insert(k, v);
             }
         }
@@ -1031,41 +1149,70 @@ impl Store {
         let mut users = vec![];
         let mut group = false;
         for word in text.split(|c: char| c.is_whitespace() || c == ',' || c == ':') {
-            let Some(name) = word.strip_prefix('@') else { continue };
+            let Some(name) = word.strip_prefix('@') else {
+                continue;
+            };
             let name = name.trim_end_matches(['.', '!', '?']);
             if name == "all" || name == "here" {
                 group = true;
                 users.push(json!({"_id": name, "username": name, "type": "team"}));
             } else if let Some(u) = self.find_user(&UserRef::Username(name.to_string())) {
-                users.push(json!({"_id": u.id, "username": u.username, "name": u.name, "type": "user"}));
+                users.push(
+                    json!({"_id": u.id, "username": u.username, "name": u.name, "type": "user"}),
+                );
             }
         }
         (users, group)
     }
 
-    fn insert_message(&mut self, rid: &str, doc: Value, now: i64, out: &mut Vec<Emit>, sender: Option<&str>) {
+    fn insert_message(
+        &mut self,
+        rid: &str,
+        doc: Value,
+        now: i64,
+        out: &mut Vec<Emit>,
+        sender: Option<&str>,
+    ) {
         let id = doc["_id"].as_str().unwrap_or_default().to_string();
         let text = doc["msg"].as_str().unwrap_or_default().to_string();
         let is_system = doc.get("t").is_some();
         let tmid = doc.get("tmid").cloned();
-        let Some(room) = self.rooms.get_mut(rid) else { return };
+        let Some(room) = self.rooms.get_mut(rid) else {
+            return;
+        };
         room.msgs += 1;
         room.lm = Some(now);
         room.updated_at = now;
         room.last_message = Some(doc.clone());
         // Serialise the room (with its lastMessage) once for every member.
         let room_args: Arc<str> = Arc::from(json!(["updated", room.doc()]).to_string());
-        let (room_type, room_name, members) = (room.t, room.name.clone(), Arc::clone(&room.members));
+        let (room_type, room_name, members) =
+            (room.t, room.name.clone(), Arc::clone(&room.members));
         let public = room.is_public();
-        emit_message(rid, room_type, room_name.clone(), Arc::clone(&members), public, &doc, out);
+        emit_message(
+            rid,
+            room_type,
+            room_name.clone(),
+            Arc::clone(&members),
+            public,
+            &doc,
+            out,
+        );
         let entry = self.messages.entry(rid.to_string()).or_default();
         self.msg_index.insert(id, (rid.to_string(), entry.len()));
-        let (mentions, group) = if is_system { (vec![], false) } else { self.mentions(&text) };
+        let (mentions, group) = if is_system {
+            (vec![], false)
+        } else {
+            self.mentions(&text)
+        };
         let mentioned: Vec<&str> = mentions.iter().filter_map(|m| m["_id"].as_str()).collect();
         let notification: Option<Arc<str>> = sender.and_then(|s| self.users.get(s)).map(|s| {
             let (title, body) = match room_type {
                 RoomType::Direct => (s.username.clone(), text.clone()),
-                _ => (room_name.clone().unwrap_or_default(), format!("{}: {text}", s.username)),
+                _ => (
+                    room_name.clone().unwrap_or_default(),
+                    format!("{}: {text}", s.username),
+                ),
             };
             let mut payload = json!({
                 "_id": doc["_id"], "rid": rid,
@@ -1078,12 +1225,20 @@ impl Store {
             if let Some(tmid) = tmid {
                 payload["tmid"] = tmid;
             }
-            Arc::from(json!([{"title": title, "text": body, "duration": 0, "payload": payload}]).to_string())
+            Arc::from(
+                json!([{"title": title, "text": body, "duration": 0, "payload": payload}])
+                    .to_string(),
+            )
         });
         self.messages
             .get_mut(rid)
             .expect("entry made above")
-            .push(StoredMessage { doc, ts: now, updated_at: now, deleted_at: None });
+            .push(StoredMessage {
+                doc,
+                ts: now,
+                updated_at: now,
+                deleted_at: None,
+            });
         let mut subs = self.subs.get_mut(rid);
         for member in members.iter() {
             let own = sender == Some(member.as_str());
@@ -1101,13 +1256,21 @@ impl Store {
                     sub.alert = true;
                     sub.open = true;
                     sub.updated_at = now;
-                    out.push(user_event(member, "subscriptions-changed", json!(["updated", sub.doc()])));
+                    out.push(user_event(
+                        member,
+                        "subscriptions-changed",
+                        json!(["updated", sub.doc()]),
+                    ));
                     if let (Some(n), true) = (&notification, counts) {
                         out.push(user_event_shared(member, "notification", Arc::clone(n)));
                     }
                 }
             }
-            out.push(user_event_shared(member, "rooms-changed", Arc::clone(&room_args)));
+            out.push(user_event_shared(
+                member,
+                "rooms-changed",
+                Arc::clone(&room_args),
+            ));
         }
     }
 
@@ -1120,7 +1283,13 @@ impl Store {
 
     /// `chat.update`: edits the text; the whole message is re-streamed with
     /// `editedAt`/`editedBy`.
-    pub fn update_message(&mut self, uid: &str, id: &str, text: &str, out: &mut Vec<Emit>) -> Result<Value, MeteorError> {
+    pub fn update_message(
+        &mut self,
+        uid: &str,
+        id: &str,
+        text: &str,
+        out: &mut Vec<Emit>,
+    ) -> Result<Value, MeteorError> {
         let (rid, i) = self
             .msg_index
             .get(id)
@@ -1133,7 +1302,10 @@ impl Store {
             return Err(MeteorError::new("error-invalid-message", "Invalid message"));
         }
         if m.doc["u"]["_id"].as_str() != Some(uid) {
-            return Err(MeteorError::new("error-action-not-allowed", "Editing is not allowed"));
+            return Err(MeteorError::new(
+                "error-action-not-allowed",
+                "Editing is not allowed",
+            ));
         }
         m.doc["msg"] = json!(text);
         m.doc["md"] = markdown(text);
@@ -1143,14 +1315,29 @@ impl Store {
         m.updated_at = now;
         let doc = m.doc.clone();
         if let Some(room) = self.rooms.get(&rid) {
-            emit_message(&rid, room.t, room.name.clone(), Arc::clone(&room.members), room.is_public(), &doc, out);
+            emit_message(
+                &rid,
+                room.t,
+                room.name.clone(),
+                Arc::clone(&room.members),
+                room.is_public(),
+                &doc,
+                out,
+            );
         }
         Ok(doc)
     }
 
     /// `setReaction` / `chat.react`: toggles (or sets, with `should_react`)
     /// the user's reaction; the whole message is re-streamed.
-    pub fn react(&mut self, uid: &str, id: &str, emoji: &str, should_react: Option<bool>, out: &mut Vec<Emit>) -> Result<(), MeteorError> {
+    pub fn react(
+        &mut self,
+        uid: &str,
+        id: &str,
+        emoji: &str,
+        should_react: Option<bool>,
+        out: &mut Vec<Emit>,
+    ) -> Result<(), MeteorError> {
         let username = self
             .users
             .get(uid)
@@ -1164,16 +1351,27 @@ impl Store {
         if !self.can_access(&rid, uid) {
             return Err(MeteorError::new("error-not-allowed", "Not allowed"));
         }
-        let emoji = if emoji.starts_with(':') { emoji.to_string() } else { format!(":{emoji}:") };
+        let emoji = if emoji.starts_with(':') {
+            emoji.to_string()
+        } else {
+            format!(":{emoji}:")
+        };
         let now = self.tick();
         let m = &mut self.messages.get_mut(&rid).expect("indexed")[i];
-        let reactions = m.doc.as_object_mut().expect("messages are objects").entry("reactions").or_insert_with(|| json!({}));
+        let reactions = m
+            .doc
+            .as_object_mut()
+            .expect("messages are objects")
+            .entry("reactions")
+            .or_insert_with(|| json!({}));
         let entry = reactions
             .as_object_mut()
             .expect("reactions is an object")
             .entry(emoji.clone())
             .or_insert_with(|| json!({"usernames": []}));
-        let names = entry["usernames"].as_array_mut().expect("usernames is an array");
+        let names = entry["usernames"]
+            .as_array_mut()
+            .expect("usernames is an array");
         let has = names.iter().any(|n| n == username.as_str());
         match (should_react.unwrap_or(!has), has) {
             (true, false) => names.push(json!(username)),
@@ -1190,13 +1388,27 @@ impl Store {
         m.updated_at = now;
         let doc = m.doc.clone();
         if let Some(room) = self.rooms.get(&rid) {
-            emit_message(&rid, room.t, room.name.clone(), Arc::clone(&room.members), room.is_public(), &doc, out);
+            emit_message(
+                &rid,
+                room.t,
+                room.name.clone(),
+                Arc::clone(&room.members),
+                room.is_public(),
+                &doc,
+                out,
+            );
         }
         Ok(())
     }
 
     /// `chat.delete`: `stream-notify-room <rid>/deleteMessage [{_id}]`.
-    pub fn delete_message(&mut self, uid: &str, id: &str, is_admin: bool, out: &mut Vec<Emit>) -> Result<Value, MeteorError> {
+    pub fn delete_message(
+        &mut self,
+        uid: &str,
+        id: &str,
+        is_admin: bool,
+        out: &mut Vec<Emit>,
+    ) -> Result<Value, MeteorError> {
         let (rid, i) = self
             .msg_index
             .get(id)
@@ -1222,8 +1434,18 @@ impl Store {
 
     /// History, newest first: messages with `oldest < ts < latest`
     /// (inclusive bounds on request), skipping `offset`, at most `count`.
-    pub fn history(&self, rid: &str, latest: Option<i64>, oldest: Option<i64>, inclusive: bool, offset: usize, count: usize) -> Vec<Value> {
-        let Some(msgs) = self.messages.get(rid) else { return vec![] };
+    pub fn history(
+        &self,
+        rid: &str,
+        latest: Option<i64>,
+        oldest: Option<i64>,
+        inclusive: bool,
+        offset: usize,
+        count: usize,
+    ) -> Vec<Value> {
+        let Some(msgs) = self.messages.get(rid) else {
+            return vec![];
+        };
         msgs.iter()
             .rev()
             .filter(|m| m.deleted_at.is_none())
@@ -1243,7 +1465,9 @@ impl Store {
 
     /// `chat.syncMessages`: messages updated and deleted after `since`.
     pub fn sync_messages(&self, rid: &str, since: i64) -> (Vec<Value>, Vec<Value>) {
-        let Some(msgs) = self.messages.get(rid) else { return (vec![], vec![]) };
+        let Some(msgs) = self.messages.get(rid) else {
+            return (vec![], vec![]);
+        };
         let updated = msgs
             .iter()
             .filter(|m| m.deleted_at.is_none() && m.updated_at > since)
@@ -1272,7 +1496,11 @@ pub fn user_event(uid: &str, event: &str, args: Value) -> Emit {
 
 /// [`user_event`] with arguments already serialised (shared between users).
 pub fn user_event_shared(uid: &str, event: &str, args: Arc<str>) -> Emit {
-    Emit::Stream { collection: "stream-notify-user", event: format!("{uid}/{event}"), args }
+    Emit::Stream {
+        collection: "stream-notify-user",
+        event: format!("{uid}/{event}"),
+        args,
+    }
 }
 
 /// The two message streams: `stream-room-messages/<rid>` `[msg]` and
@@ -1292,5 +1520,11 @@ fn emit_message(
         event: rid.to_string(),
         args: Arc::from(format!("[{message}]")),
     });
-    out.push(Emit::MyMessages { message, room_type: room_type.code(), room_name, members, public });
+    out.push(Emit::MyMessages {
+        message,
+        room_type: room_type.code(),
+        room_name,
+        members,
+        public,
+    });
 }

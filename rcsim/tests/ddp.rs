@@ -12,28 +12,39 @@ async fn connect_negotiates_versions_and_rejects_others() {
     let s = sim(Settings::default());
     let mut d = Ddp::open(&s).await;
     assert_eq!(d.json().await, json!({"server_id": "0"}));
-    d.send(json!({"msg": "method", "method": "login", "params": [], "id": "1"})).await;
+    d.send(json!({"msg": "method", "method": "login", "params": [], "id": "1"}))
+        .await;
     let e = d.json().await;
     assert_eq!(e["msg"], "error");
     assert_eq!(e["reason"], "Must connect first");
     assert_eq!(e["offendingMessage"]["method"], "login");
-    d.send(json!({"msg": "connect", "version": "pre2", "support": ["pre2"]})).await;
+    d.send(json!({"msg": "connect", "version": "pre2", "support": ["pre2"]}))
+        .await;
     assert_eq!(d.json().await["msg"], "connected");
-    d.send(json!({"msg": "connect", "version": "1", "support": ["1"]})).await;
+    d.send(json!({"msg": "connect", "version": "1", "support": ["1"]}))
+        .await;
     assert_eq!(d.json().await["reason"], "Already connected");
 
     // A version the server does not speak: failed with its best, then close 1000.
     let mut d = Ddp::open(&s).await;
-    d.send(json!({"msg": "connect", "version": "2", "support": ["2"]})).await;
+    d.send(json!({"msg": "connect", "version": "2", "support": ["2"]}))
+        .await;
     let (code, frames) = d.until_closed().await;
-    assert!(frames.contains(&json!({"msg": "failed", "version": "1"})), "{frames:?}");
+    assert!(
+        frames.contains(&json!({"msg": "failed", "version": "1"})),
+        "{frames:?}"
+    );
     assert_eq!(code, Some(1000));
 
     // Client prefers pre1 first while asking for 1: failed with pre1.
     let mut d = Ddp::open(&s).await;
-    d.send(json!({"msg": "connect", "version": "1", "support": ["pre1", "1"]})).await;
+    d.send(json!({"msg": "connect", "version": "1", "support": ["pre1", "1"]}))
+        .await;
     let (_, frames) = d.until_closed().await;
-    assert!(frames.contains(&json!({"msg": "failed", "version": "pre1"})), "{frames:?}");
+    assert!(
+        frames.contains(&json!({"msg": "failed", "version": "pre1"})),
+        "{frames:?}"
+    );
 }
 
 #[actix_rt::test]
@@ -41,16 +52,24 @@ async fn parse_errors_bad_requests_and_ping_echo() {
     let s = sim(Settings::default());
     let mut d = Ddp::connected(&s).await;
     d.send_text("{not json".into()).await;
-    assert_eq!(d.json().await, json!({"msg": "error", "reason": "Parse error"}));
+    assert_eq!(
+        d.json().await,
+        json!({"msg": "error", "reason": "Parse error"})
+    );
     d.send(json!({"hello": 1})).await;
-    assert_eq!(d.json().await, json!({"msg": "error", "reason": "Bad request", "offendingMessage": {"hello": 1}}));
+    assert_eq!(
+        d.json().await,
+        json!({"msg": "error", "reason": "Bad request", "offendingMessage": {"hello": 1}})
+    );
     d.send(json!({"msg": "ping", "id": "abc"})).await;
     assert_eq!(d.json().await, json!({"msg": "pong", "id": "abc"}));
     d.send(json!({"msg": "ping"})).await;
     assert_eq!(d.json().await, json!({"msg": "pong"}));
-    d.send(json!({"msg": "method", "method": 7, "id": "1"})).await;
+    d.send(json!({"msg": "method", "method": 7, "id": "1"}))
+        .await;
     assert_eq!(d.json().await["reason"], "Malformed method invocation");
-    d.send(json!({"msg": "sub", "id": "1", "name": "x", "params": {}})).await;
+    d.send(json!({"msg": "sub", "id": "1", "name": "x", "params": {}}))
+        .await;
     assert_eq!(d.json().await["reason"], "Malformed subscription");
 }
 
@@ -75,7 +94,10 @@ async fn server_heartbeat_pings_then_closes_a_silent_client() {
         d.send(json!({"msg": "pong"})).await;
     }
     d.send(json!({"msg": "ping", "id": "x"})).await;
-    assert_eq!(d.until(|v| v["msg"] == "pong").await, json!({"msg": "pong", "id": "x"}));
+    assert_eq!(
+        d.until(|v| v["msg"] == "pong").await,
+        json!({"msg": "pong", "id": "x"})
+    );
 }
 
 #[actix_rt::test]
@@ -87,7 +109,8 @@ async fn pre1_has_no_heartbeat() {
         ..Settings::default()
     });
     let mut d = Ddp::open(&s).await;
-    d.send(json!({"msg": "connect", "version": "pre1", "support": ["pre1"]})).await;
+    d.send(json!({"msg": "connect", "version": "pre1", "support": ["pre1"]}))
+        .await;
     assert_eq!(d.json().await["msg"], "connected");
     assert_eq!(d.quiet_for(Duration::from_millis(400)).await, None);
 }
@@ -122,7 +145,10 @@ async fn password_login_sends_added_updated_result() {
     let r = d2.call("login", json!([{"resume": token}])).await;
     assert_eq!(r["result"]["type"], "resume");
     assert_eq!(r["result"]["token"], token.as_str());
-    assert_eq!(r["result"]["tokenExpires"], result["result"]["tokenExpires"]);
+    assert_eq!(
+        r["result"]["tokenExpires"],
+        result["result"]["tokenExpires"]
+    );
     let mut rest = Rest::new(&s);
     rest.auth = Some((added["id"].as_str().unwrap().into(), token));
     assert_eq!(rest.get("me").await.body["username"], "alice");
@@ -130,7 +156,11 @@ async fn password_login_sends_added_updated_result() {
 
 #[actix_rt::test]
 async fn result_before_updated_when_configured() {
-    let s = sim(Settings { updated_before_result: false, send_server_id: false, ..Settings::default() });
+    let s = sim(Settings {
+        updated_before_result: false,
+        send_server_id: false,
+        ..Settings::default()
+    });
     let mut d = Ddp::connected(&s).await;
     d.send(json!({"msg": "method", "method": "login", "id": "1", "params": [{"user": {"username": "bob"}, "password": "bob-pw"}]}))
         .await;
@@ -152,12 +182,21 @@ async fn login_errors_are_meteor_errors() {
     assert_eq!(r["error"]["reason"], "User not found");
     let r = d.call("login", json!([{"resume": "not-a-token"}])).await;
     assert_eq!(r["error"]["error"], 403);
-    assert_eq!(r["error"]["reason"], "You've been logged out by the server. Please log in again.");
+    assert_eq!(
+        r["error"]["reason"],
+        "You've been logged out by the server. Please log in again."
+    );
     let mut d = Ddp::connected(&s).await;
     let r = d.call("login", json!([{"ldap": true}])).await;
-    assert_eq!(r["error"]["reason"], "Unrecognized options for login request");
+    assert_eq!(
+        r["error"]["reason"],
+        "Unrecognized options for login request"
+    );
     let r = d.call("login", json!(["x"])).await;
-    assert_eq!(r["error"], json!({"isClientSafe": true, "error": 400, "reason": "Match failed", "message": "Match failed [400]", "errorType": "Meteor.Error"}));
+    assert_eq!(
+        r["error"],
+        json!({"isClientSafe": true, "error": 400, "reason": "Match failed", "message": "Match failed [400]", "errorType": "Meteor.Error"})
+    );
 }
 
 #[actix_rt::test]
@@ -165,15 +204,26 @@ async fn sixth_login_on_one_connection_is_rate_limited() {
     let s = sim(Settings::default());
     let mut d = Ddp::connected(&s).await;
     for _ in 0..5 {
-        assert!(d.login_password("alice", "alice-pw").await.get("result").is_some());
+        assert!(d
+            .login_password("alice", "alice-pw")
+            .await
+            .get("result")
+            .is_some());
     }
     let r = d.login_password("alice", "alice-pw").await;
     assert_eq!(r["error"]["error"], "too-many-requests");
-    assert!(r["error"]["reason"].as_str().unwrap().starts_with("Error, too many requests. Please slow down. You must wait"));
+    assert!(r["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("Error, too many requests. Please slow down. You must wait"));
     assert!(r["error"]["details"]["timeToReset"].as_u64().unwrap() <= 10_000);
     // Another connection is not affected: one login per socket is unthrottled.
     let mut d2 = Ddp::connected(&s).await;
-    assert!(d2.login_password("alice", "alice-pw").await.get("result").is_some());
+    assert!(d2
+        .login_password("alice", "alice-pw")
+        .await
+        .get("result")
+        .is_some());
 }
 
 #[actix_rt::test]
@@ -197,7 +247,8 @@ async fn email_two_factor_blocks_password_logins_until_the_code() {
 async fn unknown_method_404_then_updated() {
     let s = sim(Settings::default());
     let mut d = Ddp::connected(&s).await;
-    d.send(json!({"msg": "method", "method": "nope", "params": [], "id": "9"})).await;
+    d.send(json!({"msg": "method", "method": "nope", "params": [], "id": "9"}))
+        .await;
     assert_eq!(
         d.json().await,
         json!({"msg": "result", "id": "9", "error": {"isClientSafe": true, "error": 404, "reason": "Method 'nope' not found", "message": "Method 'nope' not found [404]", "errorType": "Meteor.Error"}})
@@ -212,17 +263,47 @@ async fn subscriptions_accept_all_param_forms_and_check_permissions() {
     let bob = s.user_id("bob").unwrap();
     let mut d = Ddp::connected(&s).await;
     // Before login a user stream is not allowed.
-    let r = d.sub("stream-notify-user", json!([format!("{uid}/message"), false])).await;
-    assert_eq!(r["error"], json!({"isClientSafe": true, "error": "not-allowed", "message": "[not-allowed]", "errorType": "Meteor.Error"}));
-    d.login_password("alice", "alice-pw").await;
-    assert_eq!(d.sub("stream-notify-user", json!([format!("{uid}/message")])).await["msg"], "ready");
-    assert_eq!(d.sub("stream-notify-user", json!([format!("{uid}/notification"), false])).await["msg"], "ready");
+    let r = d
+        .sub(
+            "stream-notify-user",
+            json!([format!("{uid}/message"), false]),
+        )
+        .await;
     assert_eq!(
-        d.sub("stream-notify-user", json!([format!("{uid}/rooms-changed"), {"useCollection": false, "args": [null]}])).await["msg"],
+        r["error"],
+        json!({"isClientSafe": true, "error": "not-allowed", "message": "[not-allowed]", "errorType": "Meteor.Error"})
+    );
+    d.login_password("alice", "alice-pw").await;
+    assert_eq!(
+        d.sub("stream-notify-user", json!([format!("{uid}/message")]))
+            .await["msg"],
+        "ready"
+    );
+    assert_eq!(
+        d.sub(
+            "stream-notify-user",
+            json!([format!("{uid}/notification"), false])
+        )
+        .await["msg"],
+        "ready"
+    );
+    assert_eq!(
+        d.sub(
+            "stream-notify-user",
+            json!([format!("{uid}/rooms-changed"), {"useCollection": false, "args": [null]}])
+        )
+        .await["msg"],
         "ready"
     );
     // Another user's stream: not allowed.
-    assert_eq!(d.sub("stream-notify-user", json!([format!("{bob}/message"), false])).await["error"]["error"], "not-allowed");
+    assert_eq!(
+        d.sub(
+            "stream-notify-user",
+            json!([format!("{bob}/message"), false])
+        )
+        .await["error"]["error"],
+        "not-allowed"
+    );
     // useCollection: the fake document first, then ready.
     let id = d.id();
     d.send(json!({"msg": "sub", "id": id, "name": "stream-room-messages", "params": ["__my_messages__", true]})).await;
@@ -235,16 +316,34 @@ async fn subscriptions_accept_all_param_forms_and_check_permissions() {
     let r = d.sub("stream-nope", json!(["x"])).await;
     assert_eq!(r["error"]["error"], 404);
     assert_eq!(r["error"]["reason"], "Subscription 'stream-nope' not found");
-    assert_eq!(d.sub("stream-notify-user", json!([""])).await["error"]["error"], "invalid-event-name");
-    assert_eq!(d.sub("stream-notify-user", json!([format!("{uid}/x"), null])).await["error"]["error"], 500);
-    assert_eq!(d.sub("meteor.loginServiceConfiguration", json!([])).await["msg"], "ready");
+    assert_eq!(
+        d.sub("stream-notify-user", json!([""])).await["error"]["error"],
+        "invalid-event-name"
+    );
+    assert_eq!(
+        d.sub("stream-notify-user", json!([format!("{uid}/x"), null]))
+            .await["error"]["error"],
+        500
+    );
+    assert_eq!(
+        d.sub("meteor.loginServiceConfiguration", json!([])).await["msg"],
+        "ready"
+    );
     // A room the user is not in (private group of alice and bob, asked by carol).
     let mut c = Ddp::logged_in(&s, "carol", "carol-pw").await;
-    let eng = s.create_room(rcsim::RoomType::Group, "secret", "alice", &["bob"]).unwrap();
-    assert_eq!(c.sub("stream-room-messages", json!([eng, false])).await["error"]["error"], "not-allowed");
+    let eng = s
+        .create_room(rcsim::RoomType::Group, "secret", "alice", &["bob"])
+        .unwrap();
+    assert_eq!(
+        c.sub("stream-room-messages", json!([eng, false])).await["error"]["error"],
+        "not-allowed"
+    );
     // unsub always answers nosub, known id or not.
     d.send(json!({"msg": "unsub", "id": "999"})).await;
-    assert_eq!(d.until(|v| v["msg"] == "nosub" && v["id"] == "999").await, json!({"msg": "nosub", "id": "999"}));
+    assert_eq!(
+        d.until(|v| v["msg"] == "nosub" && v["id"] == "999").await,
+        json!({"msg": "nosub", "id": "999"})
+    );
 }
 
 #[actix_rt::test]
@@ -255,16 +354,38 @@ async fn a_dm_fans_out_exactly_as_rocket_chat_does() {
     let rid = s.direct_room("alice", "bob").unwrap();
     let mut a = Ddp::logged_in(&s, "alice", "alice-pw").await;
     for ev in ["subscriptions-changed", "rooms-changed", "notification"] {
-        assert_eq!(a.sub("stream-notify-user", json!([format!("{alice}/{ev}"), false])).await["msg"], "ready");
+        assert_eq!(
+            a.sub(
+                "stream-notify-user",
+                json!([format!("{alice}/{ev}"), false])
+            )
+            .await["msg"],
+            "ready"
+        );
     }
-    assert_eq!(a.sub("stream-room-messages", json!(["__my_messages__", false])).await["msg"], "ready");
-    assert_eq!(a.sub("stream-room-messages", json!([rid, false])).await["msg"], "ready");
+    assert_eq!(
+        a.sub("stream-room-messages", json!(["__my_messages__", false]))
+            .await["msg"],
+        "ready"
+    );
+    assert_eq!(
+        a.sub("stream-room-messages", json!([rid, false])).await["msg"],
+        "ready"
+    );
     // bob posts over REST.
     let rest = Rest::login(&s, "bob", "bob-pw").await;
-    let resp = rest.post("chat.postMessage", json!({"roomId": rid, "text": "hi alice"})).await;
+    let resp = rest
+        .post(
+            "chat.postMessage",
+            json!({"roomId": rid, "text": "hi alice"}),
+        )
+        .await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     assert!(resp.body["ts"].is_i64());
-    assert!(resp.body["message"]["ts"].is_string(), "REST dates are ISO strings");
+    assert!(
+        resp.body["message"]["ts"].is_string(),
+        "REST dates are ISO strings"
+    );
 
     let msg = &a.event("stream-room-messages", &rid).await[0];
     assert_eq!(msg["msg"], "hi alice");
@@ -273,32 +394,51 @@ async fn a_dm_fans_out_exactly_as_rocket_chat_does() {
     let mine = a.event("stream-room-messages", "__my_messages__").await;
     assert_eq!(mine[0]["_id"], msg["_id"]);
     assert_eq!(mine[1], json!({"roomParticipant": true, "roomType": "d"}));
-    let sub = a.event("stream-notify-user", &format!("{alice}/subscriptions-changed")).await;
+    let sub = a
+        .event(
+            "stream-notify-user",
+            &format!("{alice}/subscriptions-changed"),
+        )
+        .await;
     assert_eq!(sub[0], "updated");
     assert_eq!(sub[1]["unread"], 1);
     assert_eq!(sub[1]["alert"], true);
     assert_eq!(sub[1]["name"], "bob");
-    let room = a.event("stream-notify-user", &format!("{alice}/rooms-changed")).await;
+    let room = a
+        .event("stream-notify-user", &format!("{alice}/rooms-changed"))
+        .await;
     assert_eq!(room[0], "updated");
     assert_eq!(room[1]["lastMessage"]["msg"], "hi alice");
-    let n = a.event("stream-notify-user", &format!("{alice}/notification")).await;
+    let n = a
+        .event("stream-notify-user", &format!("{alice}/notification"))
+        .await;
     assert_eq!(n[0]["title"], "bob");
     assert_eq!(n[0]["payload"]["sender"]["_id"], bob.as_str());
     assert_eq!(n[0]["payload"]["type"], "d");
     // Exactly once each: nothing else is pending.
-    assert!(a.backlog.iter().all(|v| v["msg"] != "changed"), "{:?}", a.backlog);
+    assert!(
+        a.backlog.iter().all(|v| v["msg"] != "changed"),
+        "{:?}",
+        a.backlog
+    );
     assert_eq!(a.quiet_for(Duration::from_millis(200)).await, None);
 }
 
 #[actix_rt::test]
 async fn public_rooms_stream_to_non_members_as_non_participants() {
     let s = sim(Settings::default());
-    let rid = s.create_room(rcsim::RoomType::Channel, "lobby", "alice", &[]).unwrap();
+    let rid = s
+        .create_room(rcsim::RoomType::Channel, "lobby", "alice", &[])
+        .unwrap();
     let mut c = Ddp::logged_in(&s, "carol", "carol-pw").await;
-    c.sub("stream-room-messages", json!(["__my_messages__", false])).await;
+    c.sub("stream-room-messages", json!(["__my_messages__", false]))
+        .await;
     s.post_message("alice", &rid, "anyone there?").unwrap();
     let args = c.event("stream-room-messages", "__my_messages__").await;
-    assert_eq!(args[1], json!({"roomParticipant": false, "roomType": "c", "roomName": "lobby"}));
+    assert_eq!(
+        args[1],
+        json!({"roomParticipant": false, "roomType": "c", "roomName": "lobby"})
+    );
 }
 
 #[actix_rt::test]
@@ -306,20 +446,47 @@ async fn joining_and_leaving_emit_inserted_and_removed() {
     let s = sim(Settings::default());
     let carol = s.user_id("carol").unwrap();
     let mut c = Ddp::logged_in(&s, "carol", "carol-pw").await;
-    c.sub("stream-notify-user", json!([format!("{carol}/subscriptions-changed"), false])).await;
-    c.sub("stream-notify-user", json!([format!("{carol}/rooms-changed"), false])).await;
+    c.sub(
+        "stream-notify-user",
+        json!([format!("{carol}/subscriptions-changed"), false]),
+    )
+    .await;
+    c.sub(
+        "stream-notify-user",
+        json!([format!("{carol}/rooms-changed"), false]),
+    )
+    .await;
     let alice = Rest::login(&s, "alice", "alice-pw").await;
-    let r = alice.post("groups.create", json!({"name": "plans", "members": ["carol"]})).await;
+    let r = alice
+        .post(
+            "groups.create",
+            json!({"name": "plans", "members": ["carol"]}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let rid = r.body["group"]["_id"].as_str().unwrap().to_string();
-    let ins = c.event("stream-notify-user", &format!("{carol}/subscriptions-changed")).await;
+    let ins = c
+        .event(
+            "stream-notify-user",
+            &format!("{carol}/subscriptions-changed"),
+        )
+        .await;
     assert_eq!(ins[0], "inserted");
     assert_eq!(ins[1]["rid"], rid.as_str());
-    let room = c.event("stream-notify-user", &format!("{carol}/rooms-changed")).await;
+    let room = c
+        .event("stream-notify-user", &format!("{carol}/rooms-changed"))
+        .await;
     assert_eq!(room[0], "inserted");
-    let r = alice.post("groups.kick", json!({"roomId": rid, "userId": carol})).await;
+    let r = alice
+        .post("groups.kick", json!({"roomId": rid, "userId": carol}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let rem = c.event("stream-notify-user", &format!("{carol}/subscriptions-changed")).await;
+    let rem = c
+        .event(
+            "stream-notify-user",
+            &format!("{carol}/subscriptions-changed"),
+        )
+        .await;
     assert_eq!(rem[0], "removed");
     assert_eq!(rem[1]["rid"], rid.as_str());
 }
@@ -333,11 +500,18 @@ async fn methods_rooms_get_and_send_message() {
     assert!(list.iter().any(|r| r["_id"] == "GENERAL" && r["t"] == "c"));
     let since = d.call("rooms/get", json!([{"$date": 0}])).await;
     assert!(since["result"]["update"].is_array());
-    let sent = d.call("sendMessage", json!([{"_id": "abcdef123456", "rid": "GENERAL", "msg": "from ddp"}])).await;
+    let sent = d
+        .call(
+            "sendMessage",
+            json!([{"_id": "abcdef123456", "rid": "GENERAL", "msg": "from ddp"}]),
+        )
+        .await;
     assert_eq!(sent["result"]["_id"], "abcdef123456");
     assert_eq!(sent["result"]["msg"], "from ddp");
     let mut anon = Ddp::connected(&s).await;
-    let r = anon.call("sendMessage", json!([{"rid": "GENERAL", "msg": "x"}])).await;
+    let r = anon
+        .call("sendMessage", json!([{"rid": "GENERAL", "msg": "x"}]))
+        .await;
     assert_eq!(r["error"]["error"], "error-invalid-user");
 }
 
@@ -347,17 +521,32 @@ async fn removing_a_token_closes_its_sockets_without_a_frame() {
     let rest = Rest::login(&s, "alice", "alice-pw").await;
     let token = rest.token();
     let mut d = Ddp::connected(&s).await;
-    assert!(d.call("login", json!([{"resume": token}])).await.get("result").is_some());
+    assert!(d
+        .call("login", json!([{"resume": token}]))
+        .await
+        .get("result")
+        .is_some());
     let admin = Rest::login(&s, "super", "123qwe").await;
-    let r = admin.post("users.logout", json!({"userId": rest.uid()})).await;
-    assert_eq!(r.body["message"], format!("User {} has been logged out!", rest.uid()));
+    let r = admin
+        .post("users.logout", json!({"userId": rest.uid()}))
+        .await;
+    assert_eq!(
+        r.body["message"],
+        format!("User {} has been logged out!", rest.uid())
+    );
     let (code, frames) = d.until_closed().await;
-    assert!(frames.is_empty(), "no DDP frame before the close: {frames:?}");
+    assert!(
+        frames.is_empty(),
+        "no DDP frame before the close: {frames:?}"
+    );
     assert_eq!(code, Some(1000));
     // Afterwards: resume 403, REST 401.
     let mut d = Ddp::connected(&s).await;
     let r = d.call("login", json!([{"resume": token}])).await;
-    assert_eq!(r["error"]["reason"], "You've been logged out by the server. Please log in again.");
+    assert_eq!(
+        r["error"]["reason"],
+        "You've been logged out by the server. Please log in again."
+    );
     assert_eq!(rest.get("me").await.status, 401);
 }
 
@@ -369,20 +558,36 @@ async fn rest_logout_deactivation_deletion_and_purge_close_sockets() {
     let mut d = Ddp::connected(&s).await;
     d.call("login", json!([{"resume": rest.token()}])).await;
     let r = rest.post("logout", json!({})).await;
-    assert_eq!(r.body, json!({"status": "success", "data": {"message": "You've been logged out!"}}));
+    assert_eq!(
+        r.body,
+        json!({"status": "success", "data": {"message": "You've been logged out!"}})
+    );
     assert_eq!(d.until_closed().await.0, Some(1000));
     // Deactivation.
     let admin = Rest::login(&s, "super", "123qwe").await;
     let mut d = Ddp::logged_in(&s, "bob", "bob-pw").await;
     let bob = s.user_id("bob").unwrap();
-    let r = admin.post("users.setActiveStatus", json!({"userId": bob, "activeStatus": false})).await;
-    assert_eq!(r.body, json!({"user": {"_id": bob, "active": false}, "success": true}));
+    let r = admin
+        .post(
+            "users.setActiveStatus",
+            json!({"userId": bob, "activeStatus": false}),
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"user": {"_id": bob, "active": false}, "success": true})
+    );
     assert_eq!(d.until_closed().await.0, Some(1000));
     let mut d2 = Ddp::connected(&s).await;
-    assert_eq!(d2.login_password("bob", "bob-pw").await["error"]["error"], "error-user-is-not-activated");
+    assert_eq!(
+        d2.login_password("bob", "bob-pw").await["error"]["error"],
+        "error-user-is-not-activated"
+    );
     // Deletion.
     let mut d = Ddp::logged_in(&s, "carol", "carol-pw").await;
-    let r = admin.post("users.delete", json!({"username": "carol"})).await;
+    let r = admin
+        .post("users.delete", json!({"username": "carol"}))
+        .await;
     assert_eq!(r.body, json!({"success": true}));
     assert_eq!(d.until_closed().await.0, Some(1000));
     // Expiry: resume fails at once, the open socket lives until the purge.
@@ -391,7 +596,10 @@ async fn rest_logout_deactivation_deletion_and_purge_close_sockets() {
     let token = s.mint_token("erin").unwrap();
     s.expire_tokens("erin");
     let mut d3 = Ddp::connected(&s).await;
-    assert_eq!(d3.call("login", json!([{"resume": token}])).await["error"]["reason"], "Your session has expired. Please log in again.");
+    assert_eq!(
+        d3.call("login", json!([{"resume": token}])).await["error"]["reason"],
+        "Your session has expired. Please log in again."
+    );
     d.send(json!({"msg": "ping", "id": "still"})).await;
     assert_eq!(d.json().await["id"], "still");
     assert_eq!(s.purge_expired_tokens(), 2);
@@ -403,7 +611,12 @@ async fn ddp_logout_removes_the_token_and_stops_user_streams() {
     let s = sim(Settings::default());
     let uid = s.user_id("alice").unwrap();
     let mut d = Ddp::logged_in(&s, "alice", "alice-pw").await;
-    let sub = d.sub("stream-notify-user", json!([format!("{uid}/message"), false])).await;
+    let sub = d
+        .sub(
+            "stream-notify-user",
+            json!([format!("{uid}/message"), false]),
+        )
+        .await;
     let sub_id = sub["subs"][0].clone();
     let r = d.call("logout", json!([])).await;
     assert!(r.get("result").is_none() && r.get("error").is_none(), "{r}");
@@ -425,8 +638,14 @@ async fn faults_drop_refuse_deaf_and_restart() {
     assert_eq!(d.until_closed().await.0, Some(1000));
     let mut d = Ddp::logged_in(&s, "alice", "alice-pw").await;
     s.drop_ddp(None, true);
-    assert_eq!(d.until_closed().await.0, None, "abrupt drop: no Close frame");
-    s.wait_for(WAIT, "sockets gone", |s| s.total_ddp_connections() == 0).await.unwrap();
+    assert_eq!(
+        d.until_closed().await.0,
+        None,
+        "abrupt drop: no Close frame"
+    );
+    s.wait_for(WAIT, "sockets gone", |s| s.total_ddp_connections() == 0)
+        .await
+        .unwrap();
 
     s.refuse_connections(Duration::from_secs(60));
     let refused = awc::Client::new().ws(s.ws_url()).connect().await;
@@ -444,9 +663,17 @@ async fn faults_drop_refuse_deaf_and_restart() {
     let rest = Rest::login(&s, "alice", "alice-pw").await;
     s.restart(Duration::from_millis(300)).unwrap();
     assert!(matches!(d.until_closed().await.0, None | Some(1000)));
-    assert_eq!(rest.get("me").await.body["username"], "alice", "tokens survive a restart");
+    assert_eq!(
+        rest.get("me").await.body["username"],
+        "alice",
+        "tokens survive a restart"
+    );
     let mut d = Ddp::connected(&s).await;
-    assert!(d.call("login", json!([{"resume": rest.token()}])).await.get("result").is_some());
+    assert!(d
+        .call("login", json!([{"resume": rest.token()}]))
+        .await
+        .get("result")
+        .is_some());
 }
 
 #[actix_rt::test]
@@ -461,7 +688,8 @@ async fn oversize_fragmented_and_malformed_frames_reach_the_client() {
     // awc surfaces the raw continuation frames; check them directly.
     let mut parts = 0;
     loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut d_framed(&mut d))).await {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut d_framed(&mut d))).await
+        {
             Ok(Some(Ok(awc::ws::Frame::Text(t)))) => assert_eq!(&t[..], b"not json"),
             Ok(Some(Ok(awc::ws::Frame::Continuation(item)))) => {
                 parts += 1;
@@ -475,7 +703,10 @@ async fn oversize_fragmented_and_malformed_frames_reach_the_client() {
     assert_eq!(parts, 3);
 }
 
-fn d_framed(d: &mut Ddp) -> &mut (impl futures_util::Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>> + Unpin) {
+fn d_framed(
+    d: &mut Ddp,
+) -> &mut (impl futures_util::Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>> + Unpin)
+{
     d.framed_mut()
 }
 
@@ -494,16 +725,25 @@ async fn delayed_results() {
 async fn reactions_restream_the_whole_message() {
     let s = sim(Settings::default());
     let mut a = Ddp::logged_in(&s, "alice", "alice-pw").await;
-    a.sub("stream-room-messages", json!(["GENERAL", false])).await;
+    a.sub("stream-room-messages", json!(["GENERAL", false]))
+        .await;
     let m = s.post_message("bob", "GENERAL", "react to me").unwrap();
     a.event("stream-room-messages", "GENERAL").await;
     let r = a.call("setReaction", json!([":+1:", m["_id"]])).await;
     assert!(r.get("error").is_none() && r.get("result").is_none(), "{r}");
     let again = &a.event("stream-room-messages", "GENERAL").await[0];
     assert_eq!(again["_id"], m["_id"]);
-    assert_eq!(again["reactions"], json!({":+1:": {"usernames": ["alice"]}}));
+    assert_eq!(
+        again["reactions"],
+        json!({":+1:": {"usernames": ["alice"]}})
+    );
     a.call("setReaction", json!([":+1:", m["_id"]])).await;
-    assert!(a.event("stream-room-messages", "GENERAL").await[0].get("reactions").is_none(), "toggled off");
+    assert!(
+        a.event("stream-room-messages", "GENERAL").await[0]
+            .get("reactions")
+            .is_none(),
+        "toggled off"
+    );
 }
 
 #[actix_rt::test]
@@ -512,18 +752,54 @@ async fn typing_goes_to_the_other_subscribers_only() {
     let mut a = Ddp::logged_in(&s, "alice", "alice-pw").await;
     let mut b = Ddp::logged_in(&s, "bob", "bob-pw").await;
     for d in [&mut a, &mut b] {
-        assert_eq!(d.sub("stream-notify-room", json!(["GENERAL/user-activity", false])).await["msg"], "ready");
-        assert_eq!(d.sub("stream-notify-room", json!(["GENERAL/typing", false])).await["msg"], "ready");
+        assert_eq!(
+            d.sub(
+                "stream-notify-room",
+                json!(["GENERAL/user-activity", false])
+            )
+            .await["msg"],
+            "ready"
+        );
+        assert_eq!(
+            d.sub("stream-notify-room", json!(["GENERAL/typing", false]))
+                .await["msg"],
+            "ready"
+        );
     }
-    let r = a.call("stream-notify-room", json!(["GENERAL/user-activity", "alice", ["user-typing"], {}])).await;
+    let r = a
+        .call(
+            "stream-notify-room",
+            json!(["GENERAL/user-activity", "alice", ["user-typing"], {}]),
+        )
+        .await;
     assert!(r.get("error").is_none(), "{r}");
-    assert_eq!(b.event("stream-notify-room", "GENERAL/user-activity").await, json!(["alice", ["user-typing"], {}]));
-    assert_eq!(b.event("stream-notify-room", "GENERAL/typing").await, json!(["alice", true]));
-    assert!(a.backlog.iter().all(|v| v["msg"] != "changed"), "not echoed to the sender: {:?}", a.backlog);
+    assert_eq!(
+        b.event("stream-notify-room", "GENERAL/user-activity").await,
+        json!(["alice", ["user-typing"], {}])
+    );
+    assert_eq!(
+        b.event("stream-notify-room", "GENERAL/typing").await,
+        json!(["alice", true])
+    );
+    assert!(
+        a.backlog.iter().all(|v| v["msg"] != "changed"),
+        "not echoed to the sender: {:?}",
+        a.backlog
+    );
     // Writing as someone else, or another event, is not allowed.
-    let r = a.call("stream-notify-room", json!(["GENERAL/user-activity", "bob", ["user-typing"], {}])).await;
+    let r = a
+        .call(
+            "stream-notify-room",
+            json!(["GENERAL/user-activity", "bob", ["user-typing"], {}]),
+        )
+        .await;
     assert_eq!(r["error"]["error"], "not-allowed");
-    let r = a.call("stream-notify-room", json!(["GENERAL/deleteMessage", "alice"])).await;
+    let r = a
+        .call(
+            "stream-notify-room",
+            json!(["GENERAL/deleteMessage", "alice"]),
+        )
+        .await;
     assert_eq!(r["error"]["error"], "not-allowed");
 }
 
@@ -541,8 +817,16 @@ async fn websocket_pings_do_not_keep_a_silent_ddp_client_alive() {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut saw_ping = false;
     loop {
-        d.framed_mut().send(awc::ws::Message::Ping("x".into())).await.unwrap();
-        match tokio::time::timeout(Duration::from_millis(50), futures_util::StreamExt::next(d.framed_mut())).await {
+        d.framed_mut()
+            .send(awc::ws::Message::Ping("x".into()))
+            .await
+            .unwrap();
+        match tokio::time::timeout(
+            Duration::from_millis(50),
+            futures_util::StreamExt::next(d.framed_mut()),
+        )
+        .await
+        {
             Ok(Some(Ok(awc::ws::Frame::Text(t)))) => {
                 assert_eq!(&t[..], br#"{"msg":"ping"}"#);
                 saw_ping = true;
@@ -564,8 +848,16 @@ async fn rest_react() {
     let s = sim(Settings::permissive());
     let m = s.post_message("bob", "GENERAL", "hi").unwrap();
     let alice = Rest::login(&s, "alice", "alice-pw").await;
-    let r = alice.post("chat.react", json!({"messageId": m["_id"], "emoji": "smile"})).await;
+    let r = alice
+        .post(
+            "chat.react",
+            json!({"messageId": m["_id"], "emoji": "smile"}),
+        )
+        .await;
     assert_eq!(r.body, json!({"success": true}));
     let hist = alice.get("channels.history?roomId=GENERAL&count=1").await;
-    assert_eq!(hist.body["messages"][0]["reactions"], json!({":smile:": {"usernames": ["alice"]}}));
+    assert_eq!(
+        hist.body["messages"][0]["reactions"],
+        json!({":smile:": {"usernames": ["alice"]}})
+    );
 }

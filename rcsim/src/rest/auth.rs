@@ -15,21 +15,39 @@ pub fn login(ctx: &mut Ctx) -> Reply {
         .map(str::to_string)
         .or_else(|| ctx.header("x-2fa-code"));
     let user = if let Some(u) = b.get("user").and_then(Value::as_str) {
-        Some(if u.contains('@') { UserRef::Email(u.into()) } else { UserRef::Username(u.into()) })
+        Some(if u.contains('@') {
+            UserRef::Email(u.into())
+        } else {
+            UserRef::Username(u.into())
+        })
     } else if let Some(u) = b.get("username").and_then(Value::as_str) {
         Some(UserRef::Username(u.into()))
     } else {
-        b.get("email").and_then(Value::as_str).map(|e| UserRef::Email(e.into()))
+        b.get("email")
+            .and_then(Value::as_str)
+            .map(|e| UserRef::Email(e.into()))
     };
     let password = match b.get("password") {
         Some(Value::String(p)) => Some(Password::Plain(p.clone())),
-        Some(Value::Object(h)) => h.get("hashed").and_then(Value::as_str).map(|d| Password::Digest(d.into())),
+        Some(Value::Object(h)) => h
+            .get("hashed")
+            .and_then(Value::as_str)
+            .map(|d| Password::Digest(d.into())),
         _ => None,
     };
     let cred = match (user, password, b.get("resume").and_then(Value::as_str)) {
-        (Some(user), Some(password), _) => Credential::Password { user, password, code },
+        (Some(user), Some(password), _) => Credential::Password {
+            user,
+            password,
+            code,
+        },
         (_, None, Some(token)) => Credential::Resume(token.to_string()),
-        _ => return login_failure(MeteorError::new(400, "Unrecognized options for login request")),
+        _ => {
+            return login_failure(MeteorError::new(
+                400,
+                "Unrecognized options for login request",
+            ))
+        }
     };
     match ctx.sim.login(cred, &ctx.ip, LoginPath::Rest) {
         Ok(ok) => {
@@ -63,9 +81,12 @@ fn login_failure(e: MeteorError) -> Reply {
     body.insert("error".into(), e.error.clone());
     body.insert("status".into(), json!("error"));
     if let Some(d) = &e.details {
-        body.insert("details".into(), d.clone());
+        body.insert("details".into(), (**d).clone());
     }
-    body.insert("message".into(), json!(e.reason.clone().unwrap_or_else(|| e.message())));
+    body.insert(
+        "message".into(),
+        json!(e.reason.clone().unwrap_or_else(|| e.message())),
+    );
     Reply::raw(401, Value::Object(body))
 }
 
@@ -73,10 +94,14 @@ fn login_failure(e: MeteorError) -> Reply {
 pub fn logout(ctx: &mut Ctx) -> Reply {
     if let Some(c) = &ctx.caller {
         ctx.sim.store.lock().remove_token(&c.token_hash);
-        ctx.sim.tokens_removed(std::slice::from_ref(&c.token_hash), None);
+        ctx.sim
+            .tokens_removed(std::slice::from_ref(&c.token_hash), None);
     }
     // The documented body, which has no `success` key.
-    Reply::raw(200, json!({"status": "success", "data": {"message": "You've been logged out!"}}))
+    Reply::raw(
+        200,
+        json!({"status": "success", "data": {"message": "You've been logged out!"}}),
+    )
 }
 
 /// `GET /api/v1/me`.

@@ -35,7 +35,11 @@ fn resolve_channel(ctx: &Ctx, channel: &str) -> Result<String, MeteorError> {
 fn post(ctx: &Ctx, rid: &str, text: &str, extra: Map<String, Value>) -> Result<Value, MeteorError> {
     let real_name = ctx.sim.settings.read().use_real_name;
     let mut out = vec![];
-    let doc = ctx.sim.store.lock().post_message(ctx.uid(), rid, text, extra, real_name, &mut out)?;
+    let doc =
+        ctx.sim
+            .store
+            .lock()
+            .post_message(ctx.uid(), rid, text, extra, real_name, &mut out)?;
     ctx.sim.emit(out);
     Ok(doc)
 }
@@ -47,10 +51,17 @@ pub fn post_message(ctx: &mut Ctx) -> Reply {
         return Reply::failure("Body param \"channel\" or \"roomId\" is required");
     };
     let text = ctx.param("text").unwrap_or_default();
-    let extra: Map<String, Value> = ["alias", "emoji", "avatar", "attachments", "customFields", "tmid"]
-        .iter()
-        .filter_map(|k| ctx.body.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect();
+    let extra: Map<String, Value> = [
+        "alias",
+        "emoji",
+        "avatar",
+        "attachments",
+        "customFields",
+        "tmid",
+    ]
+    .iter()
+    .filter_map(|k| ctx.body.get(*k).map(|v| (k.to_string(), v.clone())))
+    .collect();
     let result = if ctx.param("roomId").is_some() {
         Ok(target.clone())
     } else {
@@ -74,7 +85,11 @@ pub fn send_message(ctx: &mut Ctx) -> Reply {
     let Some(rid) = m.get("rid").and_then(Value::as_str).map(str::to_string) else {
         return Reply::invalid_params("must have required property 'rid'");
     };
-    let text = m.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = m
+        .get("msg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let extra: Map<String, Value> = m
         .into_iter()
         .filter(|(k, _)| !matches!(k.as_str(), "rid" | "msg"))
@@ -87,11 +102,17 @@ pub fn send_message(ctx: &mut Ctx) -> Reply {
 
 /// `POST chat.update {roomId, msgId, text}`.
 pub fn update(ctx: &mut Ctx) -> Reply {
-    let (Some(_rid), Some(id), Some(text)) = (ctx.param("roomId"), ctx.param("msgId"), ctx.param("text")) else {
+    let (Some(_rid), Some(id), Some(text)) =
+        (ctx.param("roomId"), ctx.param("msgId"), ctx.param("text"))
+    else {
         return Reply::invalid_params("must have required properties 'roomId', 'msgId', 'text'");
     };
     let mut out = vec![];
-    let r = ctx.sim.store.lock().update_message(ctx.uid(), &id, &text, &mut out);
+    let r = ctx
+        .sim
+        .store
+        .lock()
+        .update_message(ctx.uid(), &id, &text, &mut out);
     ctx.sim.emit(out);
     match r {
         Ok(doc) => Reply::ok(json!({"message": doc})),
@@ -106,7 +127,11 @@ pub fn delete(ctx: &mut Ctx) -> Reply {
     };
     let admin = ctx.can("force-delete-message");
     let mut out = vec![];
-    let r = ctx.sim.store.lock().delete_message(ctx.uid(), &id, admin, &mut out);
+    let r = ctx
+        .sim
+        .store
+        .lock()
+        .delete_message(ctx.uid(), &id, admin, &mut out);
     ctx.sim.emit(out);
     match r {
         Ok(m) => Reply::ok(json!({"_id": id, "ts": crate::ejson::now_ms(), "message": m})),
@@ -144,10 +169,23 @@ pub fn history(ctx: &mut Ctx) -> Reply {
         return Reply::forbidden();
     }
     let date = |k: &str| ctx.param(k).and_then(|v| parse_iso(&v));
-    let count = ctx.param("count").and_then(|c| c.parse().ok()).unwrap_or(20usize);
-    let offset = ctx.param("offset").and_then(|c| c.parse().ok()).unwrap_or(0usize);
+    let count = ctx
+        .param("count")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(20usize);
+    let offset = ctx
+        .param("offset")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0usize);
     let inclusive = ctx.param("inclusive").as_deref() == Some("true");
-    let messages = store.history(&rid, date("latest"), date("oldest"), inclusive, offset, count);
+    let messages = store.history(
+        &rid,
+        date("latest"),
+        date("oldest"),
+        inclusive,
+        offset,
+        count,
+    );
     Reply::ok(json!({"messages": messages}))
 }
 
@@ -157,25 +195,36 @@ pub fn sync_messages(ctx: &mut Ctx) -> Reply {
         return Reply::invalid_params("must have required property 'roomId'");
     };
     let Some(since) = ctx.param("lastUpdate").and_then(|v| parse_iso(&v)) else {
-        return Reply::error(MeteorError::new("error-lastUpdate-param-invalid", "The \"lastUpdate\" query parameter must be a valid date."));
+        return Reply::error(MeteorError::new(
+            "error-lastUpdate-param-invalid",
+            "The \"lastUpdate\" query parameter must be a valid date.",
+        ));
     };
     let store = ctx.sim.store.lock();
     if !store.can_access(&rid, ctx.uid()) {
         return Reply::forbidden();
     }
     let (updated, deleted) = store.sync_messages(&rid, since);
-    let result = json!({"updated": updated, "deleted": deleted, "cursor": {"next": null, "previous": null}});
+    let result =
+        json!({"updated": updated, "deleted": deleted, "cursor": {"next": null, "previous": null}});
     Reply::ok(json!({"result": rest_dates(result)}))
 }
 
 /// `POST chat.react {messageId, emoji, shouldReact?}`.
 pub fn react(ctx: &mut Ctx) -> Reply {
-    let (Some(id), Some(emoji)) = (ctx.param("messageId"), ctx.param("emoji").or_else(|| ctx.param("reaction"))) else {
+    let (Some(id), Some(emoji)) = (
+        ctx.param("messageId"),
+        ctx.param("emoji").or_else(|| ctx.param("reaction")),
+    ) else {
         return Reply::invalid_params("must have required properties 'messageId', 'emoji'");
     };
     let should = ctx.body.get("shouldReact").and_then(Value::as_bool);
     let mut out = vec![];
-    let r = ctx.sim.store.lock().react(ctx.uid(), &id, &emoji, should, &mut out);
+    let r = ctx
+        .sim
+        .store
+        .lock()
+        .react(ctx.uid(), &id, &emoji, should, &mut out);
     ctx.sim.emit(out);
     match r {
         Ok(()) => Reply::ok(json!({})),

@@ -48,7 +48,10 @@ impl Ctx<'_> {
 
     /// The caller's uid (routes with `auth: true` always have one).
     pub fn uid(&self) -> &str {
-        self.caller.as_ref().map(|c| c.uid.as_str()).unwrap_or_default()
+        self.caller
+            .as_ref()
+            .map(|c| c.uid.as_str())
+            .unwrap_or_default()
     }
 
     /// A request header.
@@ -80,7 +83,10 @@ impl Reply {
             _ => Map::new(),
         };
         body.insert("success".into(), Value::Bool(true));
-        Reply { status: 200, body: Value::Object(body) }
+        Reply {
+            status: 200,
+            body: Value::Object(body),
+        }
     }
 
     /// A status and body as given.
@@ -97,7 +103,9 @@ impl Reply {
     pub fn error(e: MeteorError) -> Reply {
         match e.error.as_str() {
             Some("error-unauthorized" | "unauthorized") => Reply::forbidden(),
-            Some("error-too-many-requests") => Reply::raw(429, json!({"success": false, "error": e.message()})),
+            Some("error-too-many-requests") => {
+                Reply::raw(429, json!({"success": false, "error": e.message()}))
+            }
             _ => Reply::raw(400, e.to_rest_failure()),
         }
     }
@@ -120,7 +128,10 @@ impl Reply {
 
     /// ajv validation failure.
     pub fn invalid_params(message: impl Into<String>) -> Reply {
-        Reply::raw(400, json!({"success": false, "errorType": "error-invalid-params", "error": message.into()}))
+        Reply::raw(
+            400,
+            json!({"success": false, "errorType": "error-invalid-params", "error": message.into()}),
+        )
     }
 }
 
@@ -135,7 +146,12 @@ struct Route {
 }
 
 const fn route(method: &'static str, name: &'static str, auth: bool, handler: Handler) -> Route {
-    Route { method, name, auth, handler }
+    Route {
+        method,
+        name,
+        auth,
+        handler,
+    }
 }
 
 static ROUTES: &[Route] = &[
@@ -147,7 +163,12 @@ static ROUTES: &[Route] = &[
     route("POST", "users.update", true, users::update),
     route("POST", "users.delete", true, users::delete),
     route("GET", "users.info", true, users::info),
-    route("POST", "users.setActiveStatus", true, users::set_active_status),
+    route(
+        "POST",
+        "users.setActiveStatus",
+        true,
+        users::set_active_status,
+    ),
     route("POST", "users.logout", true, users::logout),
     route("POST", "users.createToken", true, users::create_token),
     route("POST", "chat.postMessage", true, chat::post_message),
@@ -172,7 +193,12 @@ static ROUTES: &[Route] = &[
     route("POST", "groups.leave", true, rooms::leave),
     route("GET", "rooms.get", true, rooms::rooms_get),
     route("GET", "subscriptions.get", true, rooms::subscriptions_get),
-    route("POST", "subscriptions.read", true, rooms::subscriptions_read),
+    route(
+        "POST",
+        "subscriptions.read",
+        true,
+        rooms::subscriptions_read,
+    ),
 ];
 
 /// The client address RC counts: `X-Real-IP` wins over the socket address.
@@ -195,9 +221,14 @@ fn parse_body(req: &HttpRequest, bytes: &[u8]) -> Result<Value, Reply> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if ct.starts_with("application/x-www-form-urlencoded") {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(bytes).map_err(|e| Reply::failure(format!("Invalid form body: {e}")))?;
-        return Ok(Value::Object(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
+            .map_err(|e| Reply::failure(format!("Invalid form body: {e}")))?;
+        return Ok(Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| Reply::failure(format!("Invalid JSON body: {e}")))
 }
@@ -219,7 +250,10 @@ pub async fn dispatch(
     let mut caller_id = None;
     let reply = 'reply: {
         let Some(route) = ROUTES.iter().find(|r| r.name == name && r.method == method) else {
-            break 'reply Reply::raw(404, json!({"success": false, "error": "Resource not found"}));
+            break 'reply Reply::raw(
+                404,
+                json!({"success": false, "error": "Resource not found"}),
+            );
         };
         if let Some(status) = sim.faults.take_route_failure(&name) {
             break 'reply injected_failure(status, &mut headers);
@@ -230,10 +264,16 @@ pub async fn dispatch(
         };
         let query: HashMap<String, String> =
             serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-        let caller = match (req.headers().get("x-user-id"), req.headers().get("x-auth-token")) {
+        let caller = match (
+            req.headers().get("x-user-id"),
+            req.headers().get("x-auth-token"),
+        ) {
             (Some(u), Some(t)) => {
                 let (u, t) = (u.to_str().unwrap_or(""), t.to_str().unwrap_or(""));
-                sim.authenticate(u, t).map(|h| Caller { uid: u.to_string(), token_hash: h })
+                sim.authenticate(u, t).map(|h| Caller {
+                    uid: u.to_string(),
+                    token_hash: h,
+                })
             }
             _ => None,
         };
@@ -252,7 +292,10 @@ pub async fn dispatch(
                 let now = now_ms();
                 let key = format!("/v1/{name}{}", method.to_lowercase());
                 let window = settings.rest_rate_limit_window.as_millis() as i64;
-                let info = sim.limiter.lock().hit(&key, &ip, settings.rest_rate_limit_calls, window, now);
+                let info =
+                    sim.limiter
+                        .lock()
+                        .hit(&key, &ip, settings.rest_rate_limit_calls, window, now);
                 headers.push(("X-RateLimit-Limit", info.limit.to_string()));
                 headers.push(("X-RateLimit-Remaining", info.remaining.to_string()));
                 headers.push(("X-RateLimit-Reset", info.reset_ms.to_string()));
@@ -264,7 +307,14 @@ pub async fn dispatch(
                 }
             }
         }
-        let mut ctx = Ctx { sim: &sim, req: &req, query, body, ip, caller };
+        let mut ctx = Ctx {
+            sim: &sim,
+            req: &req,
+            query,
+            body,
+            ip,
+            caller,
+        };
         (route.handler)(&mut ctx)
     };
     sim.stats.record_call(CallRecord {
@@ -274,13 +324,16 @@ pub async fn dispatch(
         status: reply.status,
     });
     sim.bump();
-    let mut resp = HttpResponse::build(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let mut resp = HttpResponse::build(
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
     resp.insert_header(("Cache-Control", "no-store"));
     resp.insert_header(("Pragma", "no-cache"));
     for (k, v) in headers {
         resp.insert_header((k, v));
     }
-    resp.content_type("application/json").body(rest_dates(reply.body).to_string())
+    resp.content_type("application/json")
+        .body(rest_dates(reply.body).to_string())
 }
 
 fn injected_failure(status: u16, headers: &mut Vec<(&'static str, String)>) -> Reply {
@@ -290,10 +343,19 @@ fn injected_failure(status: u16, headers: &mut Vec<(&'static str, String)>) -> R
             headers.push(("X-RateLimit-Limit", "10".into()));
             headers.push(("X-RateLimit-Remaining", "0".into()));
             headers.push(("X-RateLimit-Reset", reset.to_string()));
-            Reply::raw(429, json!({"success": false, "error": too_many_requests(60_000)}))
+            Reply::raw(
+                429,
+                json!({"success": false, "error": too_many_requests(60_000)}),
+            )
         }
-        503 => Reply::raw(503, json!({"success": false, "error": "Service Unavailable"})),
-        s => Reply::raw(s, json!({"success": false, "error": "Internal server error"})),
+        503 => Reply::raw(
+            503,
+            json!({"success": false, "error": "Service Unavailable"}),
+        ),
+        s => Reply::raw(
+            s,
+            json!({"success": false, "error": "Internal server error"}),
+        ),
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{Ctx, Reply};
 use crate::ejson::parse_iso;
 use crate::error::MeteorError;
-use crate::store::{RoomType, UserRef};
+use crate::store::{RoomSpec, RoomType, UserRef};
 use serde_json::{json, Value};
 
 /// `POST im.create {username} | {usernames}` (`excludeSelf` accepted).
@@ -14,7 +14,11 @@ pub fn im_create(ctx: &mut Ctx) -> Reply {
     let other = match (one, many) {
         (Some(u), None) => u,
         (None, Some(list)) => {
-            let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let names: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
             match names.as_slice() {
                 [one] => one.to_string(),
                 _ => return Reply::failure("rcsim does not simulate multi-user direct messages"),
@@ -26,7 +30,10 @@ pub fn im_create(ctx: &mut Ctx) -> Reply {
     let mut out = vec![];
     let result = {
         let mut store = sim.store.lock();
-        match store.find_user(&UserRef::Username(other.clone())).map(|u| u.id.clone()) {
+        match store
+            .find_user(&UserRef::Username(other.clone()))
+            .map(|u| u.id.clone())
+        {
             None => Err(MeteorError::new("error-invalid-user", "Invalid user")),
             Some(oid) => store
                 .direct_room(ctx.uid(), &oid, &mut out)
@@ -62,10 +69,14 @@ fn create(ctx: &mut Ctx, t: RoomType, key: &str, permission: &str) -> Reply {
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .filter_map(|u| store.find_user(&UserRef::Username(u.to_string())).map(|u| u.id.clone()))
+            .filter_map(|u| {
+                store
+                    .find_user(&UserRef::Username(u.to_string()))
+                    .map(|u| u.id.clone())
+            })
             .collect();
         store
-            .create_room(t, &name, ctx.uid(), &members, None, false, &mut out)
+            .create_room(RoomSpec::new(t, &name, ctx.uid(), &members), &mut out)
             .map(|rid| store.room(&rid).map(|r| r.doc()))
     };
     sim.emit(out);
@@ -109,12 +120,17 @@ fn room_and_user(ctx: &Ctx) -> Result<(String, String), Reply> {
     }
     let user = match (ctx.param("userId"), ctx.param("username")) {
         (Some(id), _) => store.user(&id).map(|u| u.id.clone()),
-        (None, Some(name)) => store.find_user(&UserRef::Username(name)).map(|u| u.id.clone()),
+        (None, Some(name)) => store
+            .find_user(&UserRef::Username(name))
+            .map(|u| u.id.clone()),
         _ => Some(ctx.uid().to_string()),
     };
     match user {
         Some(u) => Ok((rid, u)),
-        None => Err(Reply::error(MeteorError::new("error-invalid-user", "Invalid user"))),
+        None => Err(Reply::error(MeteorError::new(
+            "error-invalid-user",
+            "Invalid user",
+        ))),
     }
 }
 
@@ -183,7 +199,10 @@ pub fn leave(ctx: &mut Ctx) -> Reply {
     let result = {
         let mut store = sim.store.lock();
         if !store.is_member(&rid, &uid) {
-            Err(MeteorError::new("error-user-not-in-room", "You are not in this room"))
+            Err(MeteorError::new(
+                "error-user-not-in-room",
+                "You are not in this room",
+            ))
         } else {
             store.remove_member(&rid, &uid, Some(("ul", &uid)), &mut out);
             Ok(store.room(&rid).map(|r| r.doc()))
@@ -240,6 +259,9 @@ pub fn subscriptions_read(ctx: &mut Ctx) -> Reply {
     if found {
         Reply::ok(json!({}))
     } else {
-        Reply::error(MeteorError::new("error-invalid-subscription", "Invalid subscription"))
+        Reply::error(MeteorError::new(
+            "error-invalid-subscription",
+            "Invalid subscription",
+        ))
     }
 }

@@ -8,9 +8,23 @@ use crate::store::{NewUser, UserPatch, UserRef};
 use serde_json::{json, Value};
 
 const CREATE_KEYS: &[&str] = &[
-    "email", "name", "password", "username", "active", "bio", "nickname", "statusText", "roles",
-    "joinDefaultChannels", "requirePasswordChange", "setRandomPassword", "sendWelcomeEmail",
-    "verified", "customFields", "fields", "freeSwitchExtension",
+    "email",
+    "name",
+    "password",
+    "username",
+    "active",
+    "bio",
+    "nickname",
+    "statusText",
+    "roles",
+    "joinDefaultChannels",
+    "requirePasswordChange",
+    "setRandomPassword",
+    "sendWelcomeEmail",
+    "verified",
+    "customFields",
+    "fields",
+    "freeSwitchExtension",
 ];
 
 /// `POST users.create` (permission `create-user`).
@@ -31,7 +45,12 @@ pub fn create(ctx: &mut Ctx) -> Reply {
     if !missing.is_empty() {
         return Reply::invalid_params(missing.join("\n "));
     }
-    let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        b.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let name = s("name");
     if name.chars().any(|c| c == '<' || c == '>') {
         return Reply::failure("Name contains invalid characters");
@@ -40,7 +59,12 @@ pub fn create(ctx: &mut Ctx) -> Reply {
     let roles = b
         .get("roles")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let new = NewUser {
         username: s("username"),
@@ -49,7 +73,10 @@ pub fn create(ctx: &mut Ctx) -> Reply {
         password: s("password"),
         roles,
         verified: b.get("verified").and_then(Value::as_bool).unwrap_or(false),
-        join_default_channels: b.get("joinDefaultChannels").and_then(Value::as_bool).unwrap_or(true),
+        join_default_channels: b
+            .get("joinDefaultChannels")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
         active: b.get("active").and_then(Value::as_bool),
         age_ms: 0,
         email2fa: settings.email_2fa_auto_opt_in,
@@ -75,27 +102,39 @@ fn check_two_factor(ctx: &Ctx) -> Result<(), Reply> {
     if !s.two_factor_on_update {
         return Ok(());
     }
-    let Some(caller) = &ctx.caller else { return Err(Reply::unauthorized()) };
+    let Some(caller) = &ctx.caller else {
+        return Err(Reply::unauthorized());
+    };
     let now = crate::ejson::now_ms();
     let remember = s.two_factor_remember_for.as_millis() as i64;
     let mut store = ctx.sim.store.lock();
-    let Some(user) = store.user(&caller.uid).cloned() else { return Err(Reply::unauthorized()) };
+    let Some(user) = store.user(&caller.uid).cloned() else {
+        return Err(Reply::unauthorized());
+    };
     // A freshly created account is treated as authorized.
     if now - user.created_at < remember {
         return Ok(());
     }
     if let Some(t) = store.token(&caller.token_hash) {
-        if t.two_factor_until.as_ref().is_some_and(|(until, ip)| *until > now && ip == &ctx.ip) {
+        if t.two_factor_until
+            .as_ref()
+            .is_some_and(|(until, ip)| *until > now && ip == &ctx.ip)
+        {
             return Ok(());
         }
     }
     let Some(code) = ctx.header("x-2fa-code") else {
-        return Err(Reply::error(MeteorError::new("totp-required", "TOTP Required").with_details(
-            json!({"method": "password", "codeGenerated": false, "availableMethods": []}),
-        )));
+        return Err(Reply::error(
+            MeteorError::new("totp-required", "TOTP Required").with_details(
+                json!({"method": "password", "codeGenerated": false, "availableMethods": []}),
+            ),
+        ));
     };
     if user.password_digest.as_deref() != Some(code.to_lowercase().as_str()) {
-        return Err(Reply::error(MeteorError::new("totp-invalid", "TOTP Invalid").with_details(json!({"method": "password"}))));
+        return Err(Reply::error(
+            MeteorError::new("totp-invalid", "TOTP Invalid")
+                .with_details(json!({"method": "password"})),
+        ));
     }
     if let Some(t) = store.token_mut(&caller.token_hash) {
         t.two_factor_until = Some((now + remember, ctx.ip.clone()));
@@ -124,10 +163,12 @@ pub fn update(ctx: &mut Ctx) -> Reply {
         password: st("password"),
         username: st("username"),
         active: data.get("active").and_then(Value::as_bool),
-        roles: data
-            .get("roles")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()),
+        roles: data.get("roles").and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        }),
         verified: data.get("verified").and_then(Value::as_bool),
     };
     let result = {
@@ -157,12 +198,17 @@ fn target_user(ctx: &Ctx) -> Result<String, Reply> {
             "The required \"userId\" or \"username\" param was not provided",
         )));
     };
-    ctx.sim.store.lock().find_user(&r).map(|u| u.id.clone()).ok_or_else(|| {
-        Reply::error(MeteorError::new(
-            "error-invalid-user",
-            "The required \"userId\" or \"username\" param provided does not match any users",
-        ))
-    })
+    ctx.sim
+        .store
+        .lock()
+        .find_user(&r)
+        .map(|u| u.id.clone())
+        .ok_or_else(|| {
+            Reply::error(MeteorError::new(
+                "error-invalid-user",
+                "The required \"userId\" or \"username\" param provided does not match any users",
+            ))
+        })
 }
 
 /// `POST users.delete` (`permissionsRequired: ['delete-user']`).
@@ -216,10 +262,21 @@ pub fn set_active_status(ctx: &mut Ctx) -> Reply {
     if !ctx.can("edit-other-user-active-status") {
         return Reply::forbidden();
     }
-    let (Some(uid), Some(active)) = (ctx.param("userId"), ctx.body.get("activeStatus").and_then(Value::as_bool)) else {
-        return Reply::invalid_params("must have required property 'userId' and boolean 'activeStatus'");
+    let (Some(uid), Some(active)) = (
+        ctx.param("userId"),
+        ctx.body.get("activeStatus").and_then(Value::as_bool),
+    ) else {
+        return Reply::invalid_params(
+            "must have required property 'userId' and boolean 'activeStatus'",
+        );
     };
-    let result = ctx.sim.store.lock().update_user(&uid, UserPatch { active: Some(active), ..Default::default() });
+    let result = ctx.sim.store.lock().update_user(
+        &uid,
+        UserPatch {
+            active: Some(active),
+            ..Default::default()
+        },
+    );
     match result {
         Ok(removed) => {
             ctx.sim.tokens_removed(&removed, None);
@@ -249,7 +306,8 @@ pub fn logout(ctx: &mut Ctx) -> Reply {
 /// `POST users.createToken`, 7.x or 8.x profile.
 pub fn create_token(ctx: &mut Ctx) -> Reply {
     let s = ctx.sim.settings();
-    let not_authorized = || Reply::error(MeteorError::new("error-not-authorized", "Not authorized"));
+    let not_authorized =
+        || Reply::error(MeteorError::new("error-not-authorized", "Not authorized"));
     let target = match s.create_token_profile {
         CreateTokenProfile::V7 => {
             if !s.create_tokens_for_users {
@@ -266,7 +324,9 @@ pub fn create_token(ctx: &mut Ctx) -> Reply {
                 return Reply::invalid_params(format!("must NOT have additional properties '{k}'"));
             }
             let (Some(uid), Some(secret)) = (ctx.param("userId"), ctx.param("secret")) else {
-                return Reply::invalid_params("must have required property 'userId'\n must have required property 'secret'");
+                return Reply::invalid_params(
+                    "must have required property 'userId'\n must have required property 'secret'",
+                );
             };
             if s.create_tokens_secret.as_deref() != Some(secret.as_str()) {
                 return not_authorized();
@@ -290,6 +350,10 @@ pub fn create_token(ctx: &mut Ctx) -> Reply {
     }
     let token = token.unwrap_or_default();
     // Counted as a login of that user, the way RC's session log sees it.
-    let _ = ctx.sim.login(Credential::Resume(token.clone()), &ctx.ip, LoginPath::CreateToken);
+    let _ = ctx.sim.login(
+        Credential::Resume(token.clone()),
+        &ctx.ip,
+        LoginPath::CreateToken,
+    );
     Reply::ok(json!({"data": {"userId": target, "authToken": token}}))
 }

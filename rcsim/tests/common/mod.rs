@@ -15,7 +15,12 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// A seeded simulator with the given settings.
 pub fn sim(settings: Settings) -> Rcsim {
-    Rcsim::start(SimConfig { seed: Some(Seed::Demo), settings, ..Default::default() }).expect("rcsim starts")
+    Rcsim::start(SimConfig {
+        seed: Some(Seed::Demo),
+        settings,
+        ..Default::default()
+    })
+    .expect("rcsim starts")
 }
 
 /// What a DDP socket saw.
@@ -42,13 +47,18 @@ impl Ddp {
             .connect()
             .await
             .expect("websocket connects");
-        Ddp { framed, next_id: 0, backlog: vec![] }
+        Ddp {
+            framed,
+            next_id: 0,
+            backlog: vec![],
+        }
     }
 
     /// Opens and completes `connect` (version 1), skipping `server_id`.
     pub async fn connected(sim: &Rcsim) -> Ddp {
         let mut d = Ddp::open(sim).await;
-        d.send(json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]})).await;
+        d.send(json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]}))
+            .await;
         let c = d.until(|v| v["msg"] == "connected").await;
         assert_eq!(c["session"].as_str().map(str::len), Some(17));
         d
@@ -72,7 +82,10 @@ impl Ddp {
     }
 
     pub async fn send_text(&mut self, t: String) {
-        self.framed.send(Message::Text(t.into())).await.expect("send");
+        self.framed
+            .send(Message::Text(t.into()))
+            .await
+            .expect("send");
     }
 
     /// The next frame, event or close; answers websocket pings.
@@ -83,7 +96,9 @@ impl Ddp {
                 .expect("timed out waiting for a DDP frame");
             match f {
                 None => return Seen::End,
-                Some(Ok(Frame::Text(t))) => return Seen::Json(serde_json::from_slice(&t).expect("server sent JSON")),
+                Some(Ok(Frame::Text(t))) => {
+                    return Seen::Json(serde_json::from_slice(&t).expect("server sent JSON"))
+                }
                 Some(Ok(Frame::Close(r))) => return Seen::Close(r.map(|r| r.code.into())),
                 Some(Ok(Frame::Ping(p))) => {
                     let _ = self.framed.send(Message::Pong(p)).await;
@@ -137,8 +152,10 @@ impl Ddp {
     /// Calls a method; returns the `result` frame (the `updated` goes to the backlog).
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.id();
-        self.send(json!({"msg": "method", "method": method, "params": params, "id": id})).await;
-        self.until(|v| v["msg"] == "result" && v["id"] == id.as_str()).await
+        self.send(json!({"msg": "method", "method": method, "params": params, "id": id}))
+            .await;
+        self.until(|v| v["msg"] == "result" && v["id"] == id.as_str())
+            .await
     }
 
     pub async fn login_password(&mut self, user: &str, password: &str) -> Value {
@@ -150,16 +167,24 @@ impl Ddp {
     /// Subscribes; returns the `ready` or `nosub` frame.
     pub async fn sub(&mut self, name: &str, params: Value) -> Value {
         let id = self.id();
-        self.send(json!({"msg": "sub", "id": id, "name": name, "params": params})).await;
-        self.until(|v| (v["msg"] == "ready" && v["subs"][0] == id.as_str()) || (v["msg"] == "nosub" && v["id"] == id.as_str()))
-            .await
+        self.send(json!({"msg": "sub", "id": id, "name": name, "params": params}))
+            .await;
+        self.until(|v| {
+            (v["msg"] == "ready" && v["subs"][0] == id.as_str())
+                || (v["msg"] == "nosub" && v["id"] == id.as_str())
+        })
+        .await
     }
 
     /// The next `changed` event for `collection`/`event`.
     pub async fn event(&mut self, collection: &str, event: &str) -> Value {
         let (c, e) = (collection.to_string(), event.to_string());
         let v = self
-            .until(move |v| v["msg"] == "changed" && v["collection"] == c.as_str() && v["fields"]["eventName"] == e.as_str())
+            .until(move |v| {
+                v["msg"] == "changed"
+                    && v["collection"] == c.as_str()
+                    && v["fields"]["eventName"] == e.as_str()
+            })
             .await;
         v["fields"]["args"].clone()
     }
@@ -191,14 +216,26 @@ pub struct Rest {
 
 impl Rest {
     pub fn new(sim: &Rcsim) -> Rest {
-        Rest { base: format!("{}/api/v1/", sim.url()), client: awc::Client::new(), auth: None }
+        Rest {
+            base: format!("{}/api/v1/", sim.url()),
+            client: awc::Client::new(),
+            auth: None,
+        }
     }
 
-    pub async fn call(&self, method: &str, route: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
+    pub async fn call(
+        &self,
+        method: &str,
+        route: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let url = format!("{}{route}", self.base);
         let mut req = self.client.request(method.parse().expect("method"), url);
         if let Some((u, t)) = &self.auth {
-            req = req.insert_header(("X-User-Id", u.as_str())).insert_header(("X-Auth-Token", t.as_str()));
+            req = req
+                .insert_header(("X-User-Id", u.as_str()))
+                .insert_header(("X-Auth-Token", t.as_str()));
         }
         for (k, v) in headers {
             req = req.insert_header((*k, *v));
@@ -207,12 +244,19 @@ impl Rest {
             Some(b) => req.send_json(&b),
             None => req.send(),
         };
-        let mut resp = tokio::time::timeout(WAIT, fut).await.expect("REST timeout").expect("REST call");
+        let mut resp = tokio::time::timeout(WAIT, fut)
+            .await
+            .expect("REST timeout")
+            .expect("REST call");
         let bytes = resp.body().limit(64 << 20).await.expect("body");
         Resp {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),
-            body: if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") },
+            body: if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("JSON body")
+            },
         }
     }
 
@@ -227,7 +271,9 @@ impl Rest {
     /// Logs in by password; panics unless it succeeds.
     pub async fn login(sim: &Rcsim, user: &str, password: &str) -> Rest {
         let mut r = Rest::new(sim);
-        let resp = r.post("login", json!({"user": user, "password": password})).await;
+        let resp = r
+            .post("login", json!({"user": user, "password": password}))
+            .await;
         assert_eq!(resp.status, 200, "login {user}: {:?}", resp.body);
         r.auth = Some((
             resp.body["data"]["userId"].as_str().unwrap().to_string(),
