@@ -222,7 +222,7 @@ impl Drop for Kill {
 fn main() {
     let a = parse_args();
     assert!(
-        a.room_size >= 1 && a.connections % a.room_size == 0,
+        a.room_size >= 1 && a.connections.is_multiple_of(a.room_size),
         "--connections must be a multiple of --room-size"
     );
     let mut child = Command::new(&a.rcsim)

@@ -55,6 +55,9 @@ pub enum Seed {
     /// `general` (id `GENERAL`, default) and the private group `engineering`
     /// (alice, bob).
     Demo,
+    /// Only the default public channel `general` (id `GENERAL`), created by
+    /// the admin: users come from whoever syncs them (imrelay's demo).
+    General,
 }
 
 /// How to start a simulator.
@@ -649,6 +652,16 @@ fn seed(sim: &Sim, config: &SimConfig) {
             )
             .ok()
     });
+    if config.seed == Some(Seed::General) {
+        if let Some(admin) = &admin {
+            let general = RoomSpec {
+                id: Some("GENERAL".into()),
+                default: true,
+                ..RoomSpec::new(RoomType::Channel, "general", admin, &[])
+            };
+            let _ = store.create_room(general, &mut out);
+        }
+    }
     if config.seed == Some(Seed::Demo) {
         let creator = match admin {
             Some(a) => a,

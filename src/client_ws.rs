@@ -1,0 +1,208 @@
+//! The client websocket actor (`/ws`, the native protocol of DESIGN §4):
+//! registers with the registry, writes events, answers JSON pings, keeps a
+//! heartbeat, and closes with a reason: the session ended, 4008 when it
+//! cannot keep up, 1001 on shutdown.
+
+use crate::fragments::{Fragment, Reassembler};
+use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Registry};
+use crate::session::EndReason;
+use actix::prelude::*;
+use actix_web_actors::ws;
+use bytestring::ByteString;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Largest message a client may send (they only send pings).
+pub const MAX_CLIENT_FRAME: usize = 64 << 10;
+
+/// What the registry tells a client.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub enum ToClient {
+    /// An event frame, serialised once for all of the user's clients.
+    Push(ByteString),
+    /// The session is over for good.
+    End(EndReason),
+    /// The client fell behind: close with 4008.
+    SlowConsumer,
+    /// imrelay is stopping: close with 1001.
+    GoingAway,
+}
+
+/// One client websocket.
+pub struct ClientSocket {
+    username: String,
+    registry: Addr<Registry>,
+    id: Option<ClientId>,
+    heard: Instant,
+    heartbeat: Duration,
+    timeout: Duration,
+    queue_limit: usize,
+    reasm: Reassembler,
+}
+
+impl ClientSocket {
+    /// A socket for an authenticated user.
+    pub fn new(
+        username: String,
+        registry: Addr<Registry>,
+        heartbeat: Duration,
+        timeout: Duration,
+        queue_limit: usize,
+    ) -> Self {
+        ClientSocket {
+            username,
+            registry,
+            id: None,
+            heard: Instant::now(),
+            heartbeat,
+            timeout,
+            queue_limit,
+            reasm: Reassembler::default(),
+        }
+    }
+
+    fn close(ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &str) {
+        ctx.close(Some(ws::CloseReason {
+            code,
+            description: Some(reason.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, text: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        match serde_json::from_slice::<Value>(text) {
+            Ok(v) if v.get("type").and_then(Value::as_str) == Some("ping") => ctx.text(r#"{"type":"pong"}"#),
+            Ok(v) => ctx.text(
+                json!({"type": "error", "message": format!("unknown message type {}; clients send only {{\"type\":\"ping\"}}", v.get("type").unwrap_or(&Value::Null))})
+                    .to_string(),
+            ),
+            Err(e) => ctx.text(json!({"type": "error", "message": format!("not JSON: {e}")}).to_string()),
+        }
+    }
+}
+
+fn ended_frame(reason: EndReason) -> String {
+    json!({"type": "sessionEnded", "reason": reason.as_str()}).to_string()
+}
+
+impl Actor for ClientSocket {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The registry's try_send fails once this many messages wait: the
+        // client is then closed as a slow consumer instead of growing memory.
+        ctx.set_mailbox_capacity(self.queue_limit);
+        let connect = ClientConnect {
+            username: self.username.clone(),
+            client: ctx.address().recipient(),
+        };
+        self.registry
+            .send(connect)
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(Ok((id, seq))) => {
+                    act.id = Some(id);
+                    ctx.text(
+                        json!({"type": "welcome", "username": act.username, "seq": seq})
+                            .to_string(),
+                    );
+                }
+                Ok(Err(reason)) => {
+                    ctx.text(ended_frame(reason));
+                    Self::close(ctx, ws::CloseCode::Normal, reason.as_str());
+                }
+                Err(_) => Self::close(ctx, ws::CloseCode::Error, "registry unavailable"),
+            })
+            .wait(ctx);
+        ctx.run_interval(self.heartbeat, |act, ctx| {
+            if act.heard.elapsed() > act.timeout {
+                log::info!(
+                    "user={} client={:?} dropped: silent for {:?}",
+                    act.username,
+                    act.id,
+                    act.timeout
+                );
+                Self::close(ctx, ws::CloseCode::Away, "heartbeat timeout");
+                return;
+            }
+            ctx.ping(b"");
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if let Some(id) = self.id.take() {
+            self.registry.do_send(ClientDisconnect {
+                username: self.username.clone(),
+                id,
+            });
+        }
+        Running::Stop
+    }
+}
+
+impl Handler<ToClient> for ClientSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToClient, ctx: &mut Self::Context) {
+        match msg {
+            ToClient::Push(frame) => ctx.text(frame),
+            ToClient::End(reason) => {
+                // The registry already forgot this client.
+                self.id = None;
+                ctx.text(ended_frame(reason));
+                Self::close(ctx, ws::CloseCode::Normal, reason.as_str());
+            }
+            ToClient::SlowConsumer => {
+                self.id = None;
+                Self::close(ctx, ws::CloseCode::Other(4008), "slow consumer");
+            }
+            ToClient::GoingAway => {
+                self.id = None;
+                Self::close(ctx, ws::CloseCode::Away, "server shutting down");
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ClientSocket {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(t)) => self.on_text(t.as_bytes(), ctx),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) => {}
+            Ok(ws::Message::Binary(_)) => ctx.text(
+                json!({"type": "error", "message": "binary frames are not supported"}).to_string(),
+            ),
+            Ok(ws::Message::Continuation(item)) => {
+                let r = match item {
+                    actix_http::ws::Item::FirstText(b) => self.reasm.first(&b, MAX_CLIENT_FRAME),
+                    actix_http::ws::Item::FirstBinary(_) => {
+                        Fragment::Violation("binary frames are not supported".into())
+                    }
+                    actix_http::ws::Item::Continue(b) => self.reasm.more(&b, MAX_CLIENT_FRAME),
+                    actix_http::ws::Item::Last(b) => self.reasm.last(&b, MAX_CLIENT_FRAME),
+                };
+                match r {
+                    Fragment::Pending => {}
+                    Fragment::Complete(t) => self.on_text(&t, ctx),
+                    Fragment::Violation(v) => Self::close(ctx, ws::CloseCode::Policy, &v),
+                }
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(ws::Message::Nop) => {}
+            Err(e) => {
+                log::info!(
+                    "user={} client={:?} protocol error: {e}",
+                    self.username,
+                    self.id
+                );
+                Self::close(ctx, ws::CloseCode::Protocol, &e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! Configuration: `config.toml`, parsed strictly (unknown keys are errors
+//! that name the key), then validated. Secrets are never stored in the
+//! struct's `Debug` output and may come from the file itself, an environment
+//! variable, a file, or a systemd credential.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A secret as written in the config: `"inline"`, `{ env = "NAME" }`,
+/// `{ file = "/path" }` or `{ credential = "name" }` (read from
+/// `$CREDENTIALS_DIRECTORY/name`, systemd's `LoadCredential=`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum SecretSource {
+    /// The value itself.
+    Inline(String),
+    /// From an environment variable.
+    Env {
+        /// Variable name.
+        env: String,
+    },
+    /// From a file (trailing newline trimmed).
+    File {
+        /// Path.
+        file: PathBuf,
+    },
+    /// From a systemd credential.
+    Credential {
+        /// Credential name.
+        credential: String,
+    },
+}
+
+/// A resolved secret. `Debug` and `Display` print `***`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value; call only where it is used, never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Wraps a value (tests, the demo).
+    pub fn new(v: impl Into<String>) -> Self {
+        Secret(v.into())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl SecretSource {
+    fn resolve(&self, key: &str) -> Result<Secret, String> {
+        let v = match self {
+            SecretSource::Inline(v) => v.clone(),
+            SecretSource::Env { env } => std::env::var(env)
+                .map_err(|_| format!("{key}: environment variable {env} is not set"))?,
+            SecretSource::File { file } => read_secret_file(key, file)?,
+            SecretSource::Credential { credential } => {
+                let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+                    format!("{key}: credential {credential:?} but CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)")
+                })?;
+                read_secret_file(key, &Path::new(&dir).join(credential))?
+            }
+        };
+        if v.is_empty() {
+            return Err(format!("{key}: the secret is empty"));
+        }
+        Ok(Secret(v))
+    }
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+}
+
+/// How imrelay obtains a user's Rocket.Chat token (`protocol/rocketchat.md` §9).
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginMethod {
+    /// The session's own DDP socket logs in with the password digest: only
+    /// per-connection limits apply (the default).
+    Ddp,
+    /// The admin mints tokens with `users.createToken`.
+    CreateToken,
+    /// REST `/api/v1/login`: 10 per minute per IP on a default server.
+    Rest,
+}
+
+/// Which password imrelay gives the users it creates and logs in.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordPolicy {
+    /// HMAC-SHA256(secret, username), hex: unique per user, never stored.
+    Derived,
+    /// One shared password (user bases made by the older .NET integration).
+    Default,
+}
+
+// ---- the file's shape ----------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    rocketchat: RawRocketChat,
+    #[serde(default)]
+    users: RawUsers,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    client: RawClient,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    name: String,
+    key: SecretSource,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    api_keys: Vec<RawApiKey>,
+    allowed_origins: Vec<String>,
+    hub_path: String,
+    #[serde(with = "humantime_serde")]
+    shutdown_timeout: Duration,
+    max_body_bytes: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            api_keys: vec![],
+            allowed_origins: vec![],
+            hub_path: "/signalr".into(),
+            shutdown_timeout: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRocketChat {
+    url: String,
+    ws_url: Option<String>,
+    admin_username: String,
+    admin_password: SecretSource,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default = "default_max_frame")]
+    max_frame_bytes: usize,
+    #[serde(default = "default_login_method")]
+    login_method: LoginMethod,
+    create_token_secret: Option<SecretSource>,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_frame() -> usize {
+    16 << 20
+}
+fn default_login_method() -> LoginMethod {
+    LoginMethod::Ddp
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUsers {
+    password: PasswordPolicy,
+    password_secret: Option<SecretSource>,
+    default_password: Option<SecretSource>,
+}
+
+impl Default for RawUsers {
+    fn default() -> Self {
+        RawUsers {
+            password: PasswordPolicy::Derived,
+            password_secret: None,
+            default_password: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSession {
+    #[serde(with = "humantime_serde")]
+    idle_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    reconnect_max: Duration,
+    #[serde(with = "humantime_serde")]
+    ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    login_timeout: Duration,
+    clients_keep_alive: bool,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        RawSession {
+            idle_ttl: Duration::from_secs(3600),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(25),
+            login_timeout: Duration::from_secs(15),
+            clients_keep_alive: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawClient {
+    #[serde(with = "humantime_serde")]
+    heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    heartbeat_timeout: Duration,
+    queue_limit: usize,
+}
+
+impl Default for RawClient {
+    fn default() -> Self {
+        RawClient {
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(30),
+            queue_limit: 256,
+        }
+    }
+}
+
+// ---- the validated configuration -----------------------------------------
+
+/// A named API key for a backend app.
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    /// Shown in logs instead of the key.
+    pub name: String,
+    /// The key.
+    pub key: Secret,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Backend API keys.
+    pub api_keys: Vec<ApiKey>,
+    /// Browser origins allowed (CORS and the websocket `Origin` check);
+    /// empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// The SignalR hub path.
+    pub hub_path: String,
+    /// Upper bound on a graceful stop.
+    pub shutdown_timeout: Duration,
+    /// Largest backend request body.
+    pub max_body_bytes: usize,
+}
+
+/// `[rocketchat]`.
+#[derive(Clone, Debug)]
+pub struct RocketChatConfig {
+    /// `http(s)://host[:port]`, no trailing slash.
+    pub url: String,
+    /// `ws(s)://host[:port]/websocket`.
+    pub ws_url: String,
+    /// Admin account.
+    pub admin_username: String,
+    /// Its password.
+    pub admin_password: Secret,
+    /// Per REST call.
+    pub request_timeout: Duration,
+    /// Largest DDP frame accepted (reassembled).
+    pub max_frame_bytes: usize,
+    /// How users' tokens are obtained.
+    pub login_method: LoginMethod,
+    /// `CREATE_TOKENS_FOR_USERS_SECRET` for `login_method = "create_token"` on 8.x.
+    pub create_token_secret: Option<Secret>,
+}
+
+/// `[users]`.
+#[derive(Clone, Debug)]
+pub struct UsersConfig {
+    /// Password policy.
+    pub password: PasswordPolicy,
+    /// Secret for `derived`.
+    pub password_secret: Option<Secret>,
+    /// Password for `default`.
+    pub default_password: Option<Secret>,
+}
+
+/// `[session]`.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// A session ends after this long without activity.
+    pub idle_ttl: Duration,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Ping Rocket.Chat after this much silence; reconnect after twice it.
+    pub ping_interval: Duration,
+    /// How long a login may take.
+    pub login_timeout: Duration,
+    /// Connected clients keep their user's session alive (otherwise only
+    /// backend logins do, and a session can end under open clients).
+    pub clients_keep_alive: bool,
+}
+
+/// `[client]`.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Websocket ping interval.
+    pub heartbeat_interval: Duration,
+    /// Close after this much silence.
+    pub heartbeat_timeout: Duration,
+    /// Outgoing messages queued per client before it is closed as a slow consumer.
+    pub queue_limit: usize,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[rocketchat]`.
+    pub rocketchat: RocketChatConfig,
+    /// `[users]`.
+    pub users: UsersConfig,
+    /// `[session]`.
+    pub session: SessionConfig,
+    /// `[client]`.
+    pub client: ClientConfig,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Config::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, String> {
+        let listen: SocketAddr =
+            raw.server.listen.parse().map_err(|e| {
+                format!("server.listen: {e} (expected host:port, e.g. 127.0.0.1:8080)")
+            })?;
+        let mut api_keys = vec![];
+        for (i, k) in raw.server.api_keys.iter().enumerate() {
+            let key = k.key.resolve(&format!("server.api_keys[{i}].key"))?;
+            if key.expose().len() < 16 {
+                return Err(format!(
+                    "server.api_keys[{i}].key ({}): use at least 16 characters",
+                    k.name
+                ));
+            }
+            api_keys.push(ApiKey {
+                name: k.name.clone(),
+                key,
+            });
+        }
+        if api_keys.is_empty() {
+            return Err("server.api_keys: configure at least one key for backend apps".into());
+        }
+        if !raw.server.hub_path.starts_with('/') {
+            return Err("server.hub_path: must start with '/'".into());
+        }
+        let url = raw.rocketchat.url.trim_end_matches('/').to_string();
+        let ws_url = match raw.rocketchat.ws_url {
+            Some(u) => u,
+            None => {
+                derive_ws_url(&url).ok_or("rocketchat.url: must start with http:// or https://")?
+            }
+        };
+        if !(ws_url.starts_with("ws://") || ws_url.starts_with("wss://")) {
+            return Err("rocketchat.ws_url: must start with ws:// or wss://".into());
+        }
+        let rocketchat = RocketChatConfig {
+            url,
+            ws_url,
+            admin_username: raw.rocketchat.admin_username,
+            admin_password: raw
+                .rocketchat
+                .admin_password
+                .resolve("rocketchat.admin_password")?,
+            request_timeout: raw.rocketchat.request_timeout,
+            max_frame_bytes: raw.rocketchat.max_frame_bytes,
+            login_method: raw.rocketchat.login_method,
+            create_token_secret: raw
+                .rocketchat
+                .create_token_secret
+                .map(|s| s.resolve("rocketchat.create_token_secret"))
+                .transpose()?,
+        };
+        if rocketchat.max_frame_bytes < 64 << 10 {
+            return Err("rocketchat.max_frame_bytes: at least 65536".into());
+        }
+        let users = UsersConfig {
+            password: raw.users.password,
+            password_secret: raw
+                .users
+                .password_secret
+                .map(|s| s.resolve("users.password_secret"))
+                .transpose()?,
+            default_password: raw
+                .users
+                .default_password
+                .map(|s| s.resolve("users.default_password"))
+                .transpose()?,
+        };
+        match users.password {
+            PasswordPolicy::Derived if users.password_secret.is_none() => {
+                return Err("users.password_secret: required with password = \"derived\"".into())
+            }
+            PasswordPolicy::Default if users.default_password.is_none() => {
+                return Err("users.default_password: required with password = \"default\"".into())
+            }
+            _ => {}
+        }
+        let s = raw.session;
+        if s.reconnect_min.is_zero() || s.reconnect_max < s.reconnect_min {
+            return Err(
+                "session.reconnect_min/reconnect_max: need 0 < reconnect_min <= reconnect_max"
+                    .into(),
+            );
+        }
+        if s.idle_ttl < Duration::from_secs(1) {
+            return Err("session.idle_ttl: at least 1s".into());
+        }
+        let c = raw.client;
+        if c.heartbeat_timeout <= c.heartbeat_interval {
+            return Err(
+                "client.heartbeat_timeout: must be longer than client.heartbeat_interval".into(),
+            );
+        }
+        if c.queue_limit < 2 {
+            return Err("client.queue_limit: at least 2".into());
+        }
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                api_keys,
+                allowed_origins: raw.server.allowed_origins,
+                hub_path: raw.server.hub_path,
+                shutdown_timeout: raw.server.shutdown_timeout,
+                max_body_bytes: raw.server.max_body_bytes,
+            },
+            rocketchat,
+            users,
+            session: SessionConfig {
+                idle_ttl: s.idle_ttl,
+                reconnect_min: s.reconnect_min,
+                reconnect_max: s.reconnect_max,
+                ping_interval: s.ping_interval,
+                login_timeout: s.login_timeout,
+                clients_keep_alive: s.clients_keep_alive,
+            },
+            client: ClientConfig {
+                heartbeat_interval: c.heartbeat_interval,
+                heartbeat_timeout: c.heartbeat_timeout,
+                queue_limit: c.queue_limit,
+            },
+        })
+    }
+
+    /// A configuration for tests and the demo: everything default, pointed
+    /// at `rc_url`, with the given admin and API key.
+    pub fn for_rocketchat(rc_url: &str, admin: (&str, &str), api_key: &str) -> Config {
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+api_keys = [{{ name = "default", key = "{api_key}" }}]
+[rocketchat]
+url = "{rc_url}"
+admin_username = "{}"
+admin_password = "{}"
+[users]
+password = "derived"
+password_secret = "imrelay-demo-password-secret"
+"#,
+            admin.0, admin.1
+        );
+        Config::parse(&text).expect("the built-in config is valid")
+    }
+}
+
+fn derive_ws_url(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .map(|r| ("wss://", r))
+        .or_else(|| url.strip_prefix("http://").map(|r| ("ws://", r)))?;
+    Some(format!("{}{}/websocket", rest.0, rest.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[server]
+api_keys = [{ name = "crm", key = "0123456789abcdef" }]
+[rocketchat]
+url = "https://chat.example.com/"
+admin_username = "admin"
+admin_password = "pw"
+[users]
+password_secret = "s"
+"#;
+
+    #[test]
+    fn defaults_and_derived_ws_url() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.rocketchat.url, "https://chat.example.com");
+        assert_eq!(c.rocketchat.ws_url, "wss://chat.example.com/websocket");
+        assert_eq!(c.rocketchat.login_method, LoginMethod::Ddp);
+        assert_eq!(c.session.idle_ttl, Duration::from_secs(3600));
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(format!("{:?}", c.rocketchat.admin_password), "***");
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "secrets never in Debug"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse(&MIN.replace("[users]", "[users]\npasword = \"x\"")).unwrap_err();
+        assert!(e.contains("pasword"), "{e}");
+        let e = Config::parse(&MIN.replace("[server]", "[server]\nlisten = \"nope\"")).unwrap_err();
+        assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn secrets_from_env_file_and_credentials() {
+        std::env::set_var("IMRELAY_TEST_SECRET_X", "from-env");
+        let dir = std::env::temp_dir().join(format!("imrelay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "from-file\n").unwrap();
+        let text = MIN
+            .replace(
+                r#"admin_password = "pw""#,
+                &format!(
+                    "admin_password = {{ file = \"{}\" }}",
+                    dir.join("pw").display()
+                ),
+            )
+            .replace(
+                r#"password_secret = "s""#,
+                r#"password_secret = { env = "IMRELAY_TEST_SECRET_X" }"#,
+            );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.rocketchat.admin_password.expose(), "from-file");
+        assert_eq!(c.users.password_secret.unwrap().expose(), "from-env");
+        let e = Config::parse(&MIN.replace(
+            r#"admin_password = "pw""#,
+            r#"admin_password = { env = "IMRELAY_NOPE_NOT_SET" }"#,
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("rocketchat.admin_password") && e.contains("IMRELAY_NOPE_NOT_SET"),
+            "{e}"
+        );
+        let e = Config::parse(&MIN.replace(
+            r#"admin_password = "pw""#,
+            r#"admin_password = { credential = "x" }"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("CREDENTIALS_DIRECTORY"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_config_toml_is_valid() {
+        for (k, v) in [
+            ("IMRELAY_API_KEY", "0123456789abcdef"),
+            ("IMRELAY_RC_ADMIN_PASSWORD", "x"),
+            ("IMRELAY_PASSWORD_SECRET", "y"),
+        ] {
+            std::env::set_var(k, v);
+        }
+        let c = Config::parse(include_str!("../config.toml")).unwrap();
+        assert_eq!(c.server.api_keys[0].name, "backend");
+        assert_eq!(c.rocketchat.ws_url, "ws://127.0.0.1:3000/websocket");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let e = Config::parse(&MIN.replace(r#"key = "0123456789abcdef""#, r#"key = "short""#))
+            .unwrap_err();
+        assert!(e.contains("server.api_keys[0].key"), "{e}");
+        let e = Config::parse(&MIN.replace("password_secret = \"s\"", "")).unwrap_err();
+        assert!(e.contains("users.password_secret"), "{e}");
+        let e = Config::parse(&format!("{MIN}\n[session]\nidle_ttl = \"forever\"")).unwrap_err();
+        assert!(e.contains("idle_ttl"), "{e}");
+    }
+}

@@ -1,0 +1,79 @@
+//! Reassembly of fragmented websocket messages, which awc and
+//! actix-web-actors hand over as raw continuation frames.
+
+/// Reassembles fragmented text messages, capped in size.
+#[derive(Default)]
+pub struct Reassembler {
+    buf: Vec<u8>,
+    active: bool,
+}
+
+/// What to do with a fragment.
+#[derive(Debug, PartialEq)]
+pub enum Fragment {
+    /// More to come.
+    Pending,
+    /// A whole message.
+    Complete(Vec<u8>),
+    /// The peer broke the rules or the message is too large.
+    Violation(String),
+}
+
+impl Reassembler {
+    /// Starts a fragmented message.
+    pub fn first(&mut self, data: &[u8], max: usize) -> Fragment {
+        if self.active {
+            return Fragment::Violation(
+                "a new fragmented message began before the last one ended".into(),
+            );
+        }
+        self.active = true;
+        self.buf.clear();
+        self.push(data, max)
+    }
+
+    /// Continues it.
+    pub fn more(&mut self, data: &[u8], max: usize) -> Fragment {
+        if !self.active {
+            return Fragment::Violation("a continuation frame without a first frame".into());
+        }
+        self.push(data, max)
+    }
+
+    /// Ends it.
+    pub fn last(&mut self, data: &[u8], max: usize) -> Fragment {
+        match self.more(data, max) {
+            Fragment::Pending => {
+                self.active = false;
+                Fragment::Complete(std::mem::take(&mut self.buf))
+            }
+            other => other,
+        }
+    }
+
+    fn push(&mut self, data: &[u8], max: usize) -> Fragment {
+        if self.buf.len() + data.len() > max {
+            self.active = false;
+            self.buf = Vec::new();
+            return Fragment::Violation(format!("fragmented message larger than {max} bytes"));
+        }
+        self.buf.extend_from_slice(data);
+        Fragment::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassembles_with_a_cap() {
+        let mut r = Reassembler::default();
+        assert_eq!(r.first(b"hel", 10), Fragment::Pending);
+        assert_eq!(r.more(b"l", 10), Fragment::Pending);
+        assert_eq!(r.last(b"o", 10), Fragment::Complete(b"hello".to_vec()));
+        assert!(matches!(r.more(b"x", 10), Fragment::Violation(_)));
+        assert_eq!(r.first(b"0123456789", 10), Fragment::Pending);
+        assert!(matches!(r.last(b"!", 10), Fragment::Violation(_)));
+    }
+}

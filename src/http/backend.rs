@@ -1,0 +1,414 @@
+//! The backend API (DESIGN §3): user sync, login, logout, sessions, health.
+
+use super::errors::ApiError;
+use super::AppState;
+use crate::admin::{GetCredentials, Relogin};
+use crate::config::LoginMethod;
+use crate::passwords::password_for;
+use crate::registry::{EndUser, Login, Snapshot};
+use crate::rocketchat::rest::RestClient;
+use crate::rocketchat::{sha256_hex, Credentials, RcError};
+use crate::session::{EndReason, SessionAuth};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// Checks `Authorization: Bearer <api key>` against every configured key in
+/// constant time; returns the key's name.
+pub fn authorize(req: &HttpRequest, state: &AppState) -> Result<String, ApiError> {
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let mut found: Option<&str> = None;
+    for k in &state.cfg.server.api_keys {
+        // No early exit: every key is compared whatever matched before.
+        if bool::from(k.key.expose().as_bytes().ct_eq(given.as_bytes())) {
+            found = Some(&k.name);
+        }
+    }
+    found.map(str::to_string).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_api_key",
+            "missing or unknown API key (send Authorization: Bearer <key>)",
+        )
+    })
+}
+
+/// Rocket.Chat's default username rule, checked before any call.
+pub fn validate_username(u: &str) -> Result<(), ApiError> {
+    let ok = !u.is_empty()
+        && u.len() <= 120
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "bad_username",
+            format!("{u:?} is not a valid Rocket.Chat username (letters, digits, '-', '_', '.')"),
+        ))
+    }
+}
+
+fn mailbox(e: actix::MailboxError) -> RcError {
+    RcError::Unreachable(format!("internal actor unavailable: {e}"))
+}
+
+/// Runs an admin call; on a 401 the agent logs in again and the call is retried once.
+async fn with_admin<T>(
+    state: &AppState,
+    f: impl AsyncFn(&Credentials) -> Result<T, RcError>,
+) -> Result<T, RcError> {
+    let creds = state.admin.send(GetCredentials).await.map_err(mailbox)??;
+    match f(&creds).await {
+        Err(RcError::Unauthorized) => {
+            let fresh = state.admin.send(Relogin(creds)).await.map_err(mailbox)??;
+            f(&fresh).await
+        }
+        other => other,
+    }
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the admin agent is logged in.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        HttpResponse::Ok().json(json!({"ready": true}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"ready": false, "reason": "not logged in to Rocket.Chat as the admin (yet), or shutting down"}))
+    }
+}
+
+/// `PUT /users/{username}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutUser {
+    name: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+}
+
+/// `PUT /api/v1/users/{username}`: create or update the Rocket.Chat user.
+pub async fn put_user(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<PutUser>,
+    state: web::Data<AppState>,
+    rest: web::Data<RestClient>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let username = path.into_inner();
+    validate_username(&username)?;
+    let body = body.into_inner();
+    let pw = state.cfg.rocketchat.admin_password.expose();
+    let existing = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?;
+    match existing {
+        None => {
+            let Some(email) = body.email.filter(|e| e.contains('@')) else {
+                return Err(ApiError::bad_request(
+                    "missing_email",
+                    "creating a Rocket.Chat user needs an email address",
+                ));
+            };
+            let password = password_for(&state.cfg.users, &username, body.password.as_deref());
+            // verified:false: a verified email would opt the user in to email
+            // two-factor, and every password login would then fail.
+            let create = json!({
+                "username": username, "name": body.name.unwrap_or_else(|| username.clone()), "email": email,
+                "password": password, "verified": false, "joinDefaultChannels": true,
+                "requirePasswordChange": false, "sendWelcomeEmail": false,
+            });
+            let user = with_admin(&state, async |a| rest.create_user(a, pw, &create).await).await?;
+            log::info!("user={username} created in Rocket.Chat");
+            Ok(HttpResponse::Created()
+                .json(json!({"username": username, "rc_user_id": user["_id"], "created": true})))
+        }
+        Some(user) => {
+            let uid = user["_id"].as_str().unwrap_or_default().to_string();
+            let mut data = serde_json::Map::new();
+            if let Some(n) = body.name {
+                data.insert("name".into(), json!(n));
+            }
+            if let Some(e) = body.email {
+                data.insert("email".into(), json!(e));
+                data.insert("verified".into(), json!(false));
+            }
+            if let Some(p) = body.password {
+                // Rocket.Chat logs the user out everywhere on a password change.
+                data.insert("password".into(), json!(p));
+            }
+            if !data.is_empty() {
+                let data = Value::Object(data);
+                with_admin(&state, async |a| rest.update_user(a, pw, &uid, &data).await).await?;
+                log::info!("user={username} updated in Rocket.Chat");
+            }
+            Ok(HttpResponse::Ok()
+                .json(json!({"username": username, "rc_user_id": uid, "created": false})))
+        }
+    }
+}
+
+fn iso(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// `GET /api/v1/users/{username}`.
+pub async fn get_user(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    rest: web::Data<RestClient>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let username = path.into_inner();
+    validate_username(&username)?;
+    let pw = state.cfg.rocketchat.admin_password.expose();
+    let Some(user) = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            format!("no Rocket.Chat user {username}"),
+        ));
+    };
+    let snapshot = state.registry.send(Snapshot).await.map_err(mailbox)?;
+    let session = state.cache.live(&username).map(|e| {
+        let clients = snapshot.get(&username).map_or(0, |u| u.clients);
+        json!({"expires_at": iso(e.expires_at_system()), "clients": clients})
+    });
+    Ok(HttpResponse::Ok().json(json!({"username": username, "rc_user_id": user["_id"], "name": user["name"], "session": session})))
+}
+
+/// `DELETE /api/v1/users/{username}`: delete in Rocket.Chat and end the session.
+pub async fn delete_user(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    rest: web::Data<RestClient>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let username = path.into_inner();
+    validate_username(&username)?;
+    let pw = state.cfg.rocketchat.admin_password.expose();
+    let Some(user) = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            format!("no Rocket.Chat user {username}"),
+        ));
+    };
+    let uid = user["_id"].as_str().unwrap_or_default().to_string();
+    state
+        .registry
+        .send(EndUser {
+            username: username.clone(),
+            reason: EndReason::Deleted,
+        })
+        .await
+        .map_err(mailbox)?;
+    with_admin(&state, async |a| rest.delete_user(a, pw, &uid).await).await?;
+    log::info!("user={username} deleted from Rocket.Chat");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Spaces out REST logins after Rocket.Chat said 429: every caller waits
+/// for the reset instead of retrying into the limiter.
+#[derive(Default)]
+pub struct LoginGate {
+    blocked_until: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl LoginGate {
+    async fn wait_turn(&self, deadline: Instant) -> Result<(), RcError> {
+        let until = *self.blocked_until.lock();
+        if let Some(t) = until.filter(|t| *t > Instant::now()) {
+            if t > deadline {
+                return Err(RcError::RateLimited {
+                    retry_after: t - Instant::now(),
+                });
+            }
+            tokio::time::sleep_until(t.into()).await;
+        }
+        Ok(())
+    }
+
+    fn blocked_for(&self, d: Duration) {
+        let t = Instant::now() + d;
+        let mut b = self.blocked_until.lock();
+        if b.is_none_or(|old| old < t) {
+            *b = Some(t);
+        }
+    }
+}
+
+/// `POST /users/{username}/login` body (optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    password: Option<String>,
+    /// Make a fresh Rocket.Chat login even if a live token exists.
+    #[serde(default)]
+    renew: bool,
+}
+
+async fn rest_login(
+    state: &AppState,
+    rest: &RestClient,
+    username: &str,
+    password: &str,
+) -> Result<Credentials, RcError> {
+    let deadline = Instant::now() + state.cfg.session.login_timeout;
+    loop {
+        state.login_gate.wait_turn(deadline).await?;
+        match rest.login(username, password).await {
+            Err(RcError::RateLimited { retry_after }) => {
+                log::warn!(
+                    "user={username} REST login rate-limited by Rocket.Chat; waiting {retry_after:?} for the reset. Fix: login_method = \"ddp\" (default), or raise API_Enable_Rate_Limiter_Limit_Calls_Default"
+                );
+                state
+                    .login_gate
+                    .blocked_for(retry_after + Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `POST /api/v1/users/{username}/login`: log in (reusing a live token) and start or keep the session.
+pub async fn login(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    rest: web::Data<RestClient>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let username = path.into_inner();
+    validate_username(&username)?;
+    let body: LoginBody = if body.is_empty() {
+        LoginBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
+    };
+    let auth = match state.cache.live(&username).filter(|_| !body.renew) {
+        Some(e) => SessionAuth::Resume(e.credentials()),
+        None => {
+            let password = password_for(&state.cfg.users, &username, body.password.as_deref());
+            match state.cfg.rocketchat.login_method {
+                LoginMethod::Ddp => SessionAuth::Password {
+                    digest: sha256_hex(&password),
+                },
+                LoginMethod::Rest => {
+                    SessionAuth::Resume(rest_login(&state, &rest, &username, &password).await?)
+                }
+                LoginMethod::CreateToken => {
+                    let pw = state.cfg.rocketchat.admin_password.expose();
+                    let secret = state
+                        .cfg
+                        .rocketchat
+                        .create_token_secret
+                        .as_ref()
+                        .map(|s| s.expose());
+                    let Some(user) =
+                        with_admin(&state, async |a| rest.user_info(a, pw, &username).await)
+                            .await?
+                    else {
+                        return Err(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "user_not_found",
+                            format!("no Rocket.Chat user {username}"),
+                        ));
+                    };
+                    let uid = user["_id"].as_str().unwrap_or_default().to_string();
+                    SessionAuth::Resume(
+                        with_admin(&state, async |a| {
+                            rest.create_token(a, pw, &uid, secret).await
+                        })
+                        .await?,
+                    )
+                }
+            }
+        }
+    };
+    let wait = state.cfg.session.login_timeout + Duration::from_secs(1);
+    let entry = tokio::time::timeout(
+        wait,
+        state.registry.send(Login {
+            username: username.clone(),
+            auth,
+            renew: body.renew,
+        }),
+    )
+    .await
+    .map_err(|_| RcError::Unreachable(format!("no login answer within {wait:?}")))?
+    .map_err(mailbox)??;
+    Ok(HttpResponse::Ok().json(json!({
+        "username": username,
+        "rc_user_id": entry.rc_user_id,
+        "client_token": entry.client_token,
+        "expires_at": iso(entry.expires_at_system()),
+    })))
+}
+
+/// `POST /api/v1/users/{username}/logout`: Rocket.Chat logout and end the session (idempotent).
+pub async fn logout(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    rest: web::Data<RestClient>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let username = path.into_inner();
+    validate_username(&username)?;
+    let entry = state
+        .registry
+        .send(EndUser {
+            username: username.clone(),
+            reason: EndReason::LoggedOut,
+        })
+        .await
+        .map_err(mailbox)?;
+    if let Some(e) = entry {
+        rest.logout(&e.credentials()).await?;
+        log::info!("user={username} logged out");
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/v1/sessions`: live sessions, for operators.
+pub async fn sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let snapshot = state.registry.send(Snapshot).await.map_err(mailbox)?;
+    let mut list: Vec<Value> = state
+        .cache
+        .snapshot()
+        .into_iter()
+        .map(|(u, e)| {
+            let info = snapshot.get(&u);
+            json!({
+                "username": u, "rc_user_id": e.rc_user_id, "generation": e.generation,
+                "expires_at": iso(e.expires_at_system()),
+                "clients": info.map_or(0, |i| i.clients), "connected": info.is_some_and(|i| i.session),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["username"].as_str().cmp(&b["username"].as_str()));
+    Ok(HttpResponse::Ok().json(json!({"sessions": list})))
+}

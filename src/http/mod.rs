@@ -1,0 +1,47 @@
+//! The HTTP side: backend API (API key), health, and client websockets.
+
+pub mod backend;
+pub mod clients;
+pub mod errors;
+
+use crate::admin::AdminAgent;
+use crate::cache::TokenCache;
+use crate::config::Config;
+use crate::registry::Registry;
+use actix::Addr;
+use actix_web::web;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What every handler shares (all `Send + Sync`).
+pub struct AppState {
+    /// The configuration.
+    pub cfg: Arc<Config>,
+    /// The token cache.
+    pub cache: Arc<TokenCache>,
+    /// The registry.
+    pub registry: Addr<Registry>,
+    /// The admin agent.
+    pub admin: Addr<AdminAgent>,
+    /// The admin agent is logged in and we are not stopping.
+    pub ready: Arc<AtomicBool>,
+    /// The REST login throttle shared by all workers.
+    pub login_gate: Arc<backend::LoginGate>,
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(backend::healthz))
+        .route("/readyz", web::get().to(backend::readyz))
+        .route("/ws", web::get().to(clients::native))
+        .service(
+            web::scope("/api/v1")
+                .route("/users/{username}", web::put().to(backend::put_user))
+                .route("/users/{username}", web::get().to(backend::get_user))
+                .route("/users/{username}", web::delete().to(backend::delete_user))
+                .route("/users/{username}/login", web::post().to(backend::login))
+                .route("/users/{username}/logout", web::post().to(backend::logout))
+                .route("/sessions", web::get().to(backend::sessions))
+                .default_service(web::to(errors::not_found)),
+        );
+}

@@ -1,0 +1,165 @@
+//! # imrelay
+//!
+//! Puts a Rocket.Chat server behind a business application as its
+//! instant-messaging component (see `README.md` and `shared/DESIGN.md`).
+//!
+//! Layout:
+//! - [`config`]: `config.toml`, strict parsing, secrets.
+//! - [`rocketchat`]: everything Rocket.Chat-specific (REST client, DDP
+//!   frames, event mapping) behind neutral types.
+//! - [`admin`]: the admin agent actor.
+//! - [`cache`]: the token cache (generations, idle TTL, client tokens).
+//! - [`session`] + [`ddp_conn`]: one actor per logged-in user and its DDP socket.
+//! - [`registry`]: routes session events to each user's clients.
+//! - [`client_ws`]: the client websocket actor.
+//! - [`http`]: backend API, health, websocket upgrades.
+//! - [`passwords`], [`fragments`]: small helpers.
+//! - this file: [`Daemon`], the running daemon shared by `main` and tests.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cache;
+pub mod client_ws;
+pub mod config;
+pub mod ddp_conn;
+pub mod demo;
+pub mod fragments;
+pub mod http;
+pub mod passwords;
+pub mod registry;
+pub mod rocketchat;
+pub mod session;
+
+use actix::{Actor, Addr};
+use actix_web::{dev::ServerHandle, web, App, HttpServer};
+use admin::AdminAgent;
+use cache::TokenCache;
+use config::Config;
+use registry::Registry;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A running daemon (inside an actix System).
+pub struct Daemon {
+    addr: SocketAddr,
+    server: ServerHandle,
+    registry: Addr<Registry>,
+    admin: Addr<AdminAgent>,
+    ready: Arc<AtomicBool>,
+    cfg: Arc<Config>,
+    cache: Arc<TokenCache>,
+}
+
+/// Installs rustls' crypto provider once: awc's rustls support panics at
+/// the first TLS connection without one.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Daemon {
+    /// Starts everything on `listener`. Call inside an actix System
+    /// (`#[actix_web::main]`, `#[actix_rt::test]`).
+    pub fn start(cfg: Config, listener: TcpListener) -> std::io::Result<Daemon> {
+        install_crypto_provider();
+        let addr = listener.local_addr()?;
+        let cfg = Arc::new(cfg);
+        let cache = Arc::new(TokenCache::new(cfg.session.idle_ttl));
+        let ready = Arc::new(AtomicBool::new(false));
+        let registry = Registry::new(Arc::clone(&cfg), Arc::clone(&cache)).start();
+        let admin = AdminAgent::new(Arc::clone(&cfg), Arc::clone(&ready)).start();
+        let state = web::Data::new(http::AppState {
+            cfg: Arc::clone(&cfg),
+            cache: Arc::clone(&cache),
+            registry: registry.clone(),
+            admin: admin.clone(),
+            ready: Arc::clone(&ready),
+            login_gate: Arc::default(),
+        });
+        let max_body = cfg.server.max_body_bytes;
+        let (rc_url, rc_timeout) = (cfg.rocketchat.url.clone(), cfg.rocketchat.request_timeout);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                // awc::Client is !Send: one REST client per worker thread.
+                .app_data(web::Data::new(rocketchat::rest::RestClient::new(
+                    &rc_url, rc_timeout,
+                )))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(http::errors::json_error),
+                )
+                .app_data(web::PayloadConfig::new(max_body))
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(cfg.server.shutdown_timeout.as_secs().max(1))
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        log::info!(
+            "imrelay listening on http://{addr} (Rocket.Chat at {})",
+            cfg.rocketchat.url
+        );
+        Ok(Daemon {
+            addr,
+            server: handle,
+            registry,
+            admin,
+            ready,
+            cfg,
+            cache,
+        })
+    }
+
+    /// `http://host:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin agent is logged in.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The token cache (for tests and the demo).
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// Graceful stop, bounded by `server.shutdown_timeout`: not ready, clients
+    /// closed with 1001, sessions close their DDP sockets, the admin logs
+    /// out, then the HTTP server stops.
+    pub async fn shutdown(self) {
+        let budget = self.cfg.server.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + budget;
+        self.ready.store(false, Ordering::Relaxed);
+        let clients = self.registry.send(registry::Shutdown).await.unwrap_or(0);
+        log::info!("shutting down: {clients} clients told, sessions closing");
+        if tokio::time::timeout_at(deadline, self.admin.send(admin::Logout))
+            .await
+            .is_err()
+        {
+            log::warn!("shutdown: the admin logout did not finish in time");
+        }
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(100));
+        if tokio::time::timeout(left, self.server.stop(true))
+            .await
+            .is_err()
+        {
+            log::warn!("shutdown: connections still open after {budget:?}; closing them");
+            self.server.stop(false).await;
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The real daemon against rcsim, both on port 0, with HTTP and websocket
+//! clients. Every wait has a timeout.
+#![allow(dead_code)]
+
+use actix_codec::Framed;
+use awc::ws::{Codec, Frame, Message};
+use awc::BoxedSocket;
+use futures_util::{SinkExt, StreamExt};
+use imrelay::config::Config;
+use imrelay::Daemon;
+use rcsim::{Rcsim, Seed, Settings, SimConfig};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// Longest any single wait may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+pub struct Env {
+    pub sim: Rcsim,
+    pub daemon: Option<Daemon>,
+    pub http: awc::Client,
+    pub url: String,
+}
+
+/// rcsim (with `settings`) + the daemon (with `tweak` applied to its config), ready.
+pub async fn start(settings: Settings, tweak: impl FnOnce(&mut Config)) -> Env {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let sim = Rcsim::start(SimConfig {
+        seed: Some(Seed::General),
+        settings,
+        ..Default::default()
+    })
+    .expect("rcsim");
+    let mut cfg = Config::for_rocketchat(&sim.url(), ("super", "123qwe"), API_KEY);
+    tweak(&mut cfg);
+    let daemon = Daemon::start(cfg, TcpListener::bind("127.0.0.1:0").unwrap()).expect("daemon");
+    let url = daemon.url();
+    let env = Env {
+        sim,
+        daemon: Some(daemon),
+        http: awc::Client::new(),
+        url,
+    };
+    env.until(WAIT, "the daemon is ready", async || {
+        env.get_raw("/readyz").await.0 == 200
+    })
+    .await;
+    env
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: awc::http::header::HeaderMap,
+}
+
+impl Env {
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("running")
+    }
+
+    /// Polls an async condition until it holds (for states with no event to await).
+    pub async fn until(&self, timeout: Duration, what: &str, cond: impl AsyncFn() -> bool) {
+        let start = Instant::now();
+        while !cond().await {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn get_raw(&self, path: &str) -> (u16, Value) {
+        let r = self.call("GET", path, None, Some(API_KEY)).await;
+        (r.status, r.body)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let fut = match body {
+            Some(b) => req.send_json(&b),
+            None => req.send(),
+        };
+        let mut resp = tokio::time::timeout(WAIT, fut)
+            .await
+            .expect("API timeout")
+            .expect("API call");
+        let bytes = resp.body().limit(16 << 20).await.expect("body");
+        Resp {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}))
+            },
+        }
+    }
+
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.call(method, &format!("/api/v1{path}"), body, Some(API_KEY))
+            .await
+    }
+
+    /// Creates the user through imrelay.
+    pub async fn sync(&self, username: &str) -> Value {
+        let r = self.api("PUT", &format!("/users/{username}"), Some(json!({"name": username.to_uppercase(), "email": format!("{username}@example.com")}))).await;
+        assert!(
+            r.status == 201 || r.status == 200,
+            "sync {username}: {} {}",
+            r.status,
+            r.body
+        );
+        r.body
+    }
+
+    /// Logs the user in through imrelay; returns the body.
+    pub async fn login(&self, username: &str) -> Value {
+        let r = self
+            .api("POST", &format!("/users/{username}/login"), None)
+            .await;
+        assert_eq!(r.status, 200, "login {username}: {}", r.body);
+        r.body
+    }
+
+    /// A native client for a client token, past the welcome frame.
+    pub async fn client(&self, token: &str) -> Client {
+        let mut c = self.raw_client(token).await.expect("client connects");
+        let w = c.json().await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        c.welcome = w;
+        c
+    }
+
+    pub async fn raw_client(&self, token: &str) -> Result<Client, awc::error::WsClientError> {
+        let url = format!("{}/ws?token={token}", self.url.replacen("http", "ws", 1));
+        let (_, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(16 << 20)
+            .connect()
+            .await?;
+        Ok(Client {
+            framed,
+            welcome: Value::Null,
+        })
+    }
+
+    /// The user's Rocket.Chat credentials as imrelay caches them.
+    pub fn rc_auth(&self, username: &str) -> (String, String) {
+        let e = self
+            .daemon()
+            .cache()
+            .live(username)
+            .expect("a live session");
+        (e.rc_user_id, e.rc_token)
+    }
+
+    /// Calls rcsim's REST API as a user, with the token imrelay holds.
+    pub async fn rc_as(&self, username: &str, route: &str, body: Value) -> Value {
+        let (uid, token) = self.rc_auth(username);
+        let mut r = self
+            .http
+            .post(format!("{}/api/v1/{route}", self.sim.url()))
+            .insert_header(("X-User-Id", uid))
+            .insert_header(("X-Auth-Token", token))
+            .send_json(&body)
+            .await
+            .expect("rcsim REST");
+        let v: Value = r.json().limit(16 << 20).await.expect("JSON");
+        assert_eq!(v["success"], true, "{route}: {v}");
+        v
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+    }
+}
+
+/// What a client saw.
+#[derive(Debug, PartialEq)]
+pub enum Seen {
+    Json(Value),
+    Close(Option<u16>),
+    End,
+}
+
+pub struct Client {
+    pub framed: Framed<BoxedSocket, Codec>,
+    pub welcome: Value,
+}
+
+impl Client {
+    pub async fn next(&mut self) -> Seen {
+        loop {
+            let f = tokio::time::timeout(WAIT, self.framed.next())
+                .await
+                .expect("timed out waiting for a client frame");
+            match f {
+                None => return Seen::End,
+                Some(Ok(Frame::Text(t))) => {
+                    return Seen::Json(serde_json::from_slice(&t).expect("JSON frame"))
+                }
+                Some(Ok(Frame::Close(r))) => return Seen::Close(r.map(|r| r.code.into())),
+                Some(Ok(Frame::Ping(p))) => {
+                    let _ = self.framed.send(Message::Pong(p)).await;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("client protocol error: {e}"),
+            }
+        }
+    }
+
+    pub async fn json(&mut self) -> Value {
+        match self.next().await {
+            Seen::Json(v) => v,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// The next `event` frame named `name` (others are skipped and returned).
+    pub async fn event(&mut self, name: &str) -> (Value, Vec<Value>) {
+        let mut skipped = vec![];
+        loop {
+            let v = self.json().await;
+            if v["type"] == "event" && v["event"] == name {
+                return (v, skipped);
+            }
+            skipped.push(v);
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.framed
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Reads to the close; returns the frames before it and the code.
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut before = vec![];
+        loop {
+            match self.next().await {
+                Seen::Json(v) => before.push(v),
+                Seen::Close(c) => return (before, c),
+                Seen::End => return (before, None),
+            }
+        }
+    }
+
+    /// Nothing arrives within `d` (used only to prove absence).
+    pub async fn quiet_for(&mut self, d: Duration) -> Option<String> {
+        match tokio::time::timeout(d, self.framed.next()).await {
+            Err(_) => None,
+            Ok(f) => Some(format!("{f:?}")),
+        }
+    }
+}
