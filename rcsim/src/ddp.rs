@@ -53,16 +53,32 @@ pub async fn websocket(
         .aggregate_continuations()
         .max_continuation_size(max);
     let ip = crate::rest::client_ip(&req);
-    let sim = Arc::clone(&sim);
+    let sim: Arc<Sim> = Arc::clone(&sim);
     let (id, rx) = sim.hub.open();
     sim.bump();
     actix_web::rt::spawn(async move {
-        let mut conn = Connection::new(Arc::clone(&sim), session, id, ip);
+        // Deregisters even when the task is dropped mid-flight (a server
+        // stop or restart drops its workers' tasks).
+        let _registered = Registered {
+            sim: Arc::clone(&sim),
+            id,
+        };
+        let mut conn = Connection::new(sim, session, id, ip);
         conn.run(stream, rx).await;
-        sim.hub.close(id);
-        sim.bump();
     });
     Ok(resp)
+}
+
+struct Registered {
+    sim: Arc<Sim>,
+    id: ConnId,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.sim.hub.close(self.id);
+        self.sim.bump();
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
