@@ -140,14 +140,15 @@ impl UserSession {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.tx = Some(tx);
         let url = self.cfg.rocketchat.ws_url.clone();
-        let fut = ddp_conn::run(
+        // Detached from the actor on purpose: when the actor stops, the task
+        // still writes what was queued (a logout) and a Close frame.
+        actix_rt::spawn(ddp_conn::run(
             url,
             self.cfg.rocketchat.max_frame_bytes,
             self.conn,
             ctx.address().recipient(),
             rx,
-        );
-        ctx.spawn(fut.into_actor(self));
+        ));
     }
 
     fn reconnect_later(&mut self, ctx: &mut Context<Self>) {
