@@ -406,7 +406,12 @@ fn login_error(code: &str, reason: &str, e: &Value) -> RcError {
                     .unwrap_or(10_000),
             ),
         },
-        "403" => RcError::BadCredentials(reason.to_string()),
+        "403" if reason == "User not found" => {
+            RcError::NotFound(format!("no Rocket.Chat user ({reason})"))
+        }
+        "403" => RcError::BadCredentials(format!(
+            "{reason}; does the user's password follow users.password?"
+        )),
         _ => RcError::Rejected(format!("{code}: {reason}")),
     }
 }

@@ -247,8 +247,12 @@ impl Client {
     }
 
     pub async fn send(&mut self, v: Value) {
+        self.framed_send_text(&v.to_string()).await;
+    }
+
+    pub async fn framed_send_text(&mut self, t: &str) {
         self.framed
-            .send(Message::Text(v.to_string().into()))
+            .send(Message::Text(t.to_string().into()))
             .await
             .expect("send");
     }

@@ -1,0 +1,285 @@
+//! Bad input and a misbehaving Rocket.Chat: clear errors, never a panic or a lost session.
+
+mod common;
+
+use common::{start, Seen, API_KEY, WAIT};
+use rcsim::{RawFrame, Settings};
+use serde_json::json;
+
+#[actix_rt::test]
+async fn backend_api_rejects_bad_requests_clearly() {
+    let env = start(Settings::default(), |c| c.server.max_body_bytes = 2048).await;
+    let no_key = env.call("GET", "/api/v1/sessions", None, None).await;
+    assert_eq!(no_key.status, 401);
+    assert_eq!(no_key.body["error"]["code"], "bad_api_key");
+    let wrong = env
+        .call("GET", "/api/v1/sessions", None, Some("not-the-key-at-all"))
+        .await;
+    assert_eq!(wrong.status, 401);
+    let prefix = env
+        .call("GET", "/api/v1/sessions", None, Some(&API_KEY[..10]))
+        .await;
+    assert_eq!(prefix.status, 401, "a prefix of the key is not the key");
+
+    let r = env
+        .api(
+            "PUT",
+            "/users/bad%20name",
+            Some(json!({"email": "x@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("bad_username"))
+    );
+    let r = env
+        .api("PUT", "/users/newbie", Some(json!({"name": "No Email"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("missing_email"))
+    );
+    let r = env
+        .api(
+            "PUT",
+            "/users/newbie",
+            Some(json!({"email": "n@example.com", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("bad_json")),
+        "{}",
+        r.body
+    );
+    let raw = env
+        .http
+        .put(format!("{}/api/v1/users/newbie", env.url))
+        .bearer_auth(API_KEY)
+        .content_type("application/json")
+        .send_body("{not json")
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let big = json!({"email": "n@example.com", "name": "x".repeat(4096)});
+    let r = env.api("PUT", "/users/newbie", Some(big)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+    let r = env
+        .api("POST", "/users/alice/login", Some(json!({"pasword": "x"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("bad_json"))
+    );
+
+    let r = env.api("GET", "/users/nobody", None).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("user_not_found"))
+    );
+    assert_eq!(env.api("DELETE", "/users/nobody", None).await.status, 404);
+    let r = env.api("POST", "/users/nobody/login", None).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("user_not_found")),
+        "{}",
+        r.body
+    );
+    let r = env.api("GET", "/nope", None).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+}
+
+#[actix_rt::test]
+async fn client_upgrades_are_authenticated_before_the_upgrade() {
+    let env = start(Settings::default(), |c| {
+        c.server.allowed_origins = vec!["https://app.example.com".into()]
+    })
+    .await;
+    for path in ["/ws", "/ws?token=bogus"] {
+        let mut r = env
+            .http
+            .get(format!("{}{path}", env.url))
+            .insert_header(("Upgrade", "websocket"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["code"]
+                .as_str()
+                .unwrap()
+                .ends_with("client_token"),
+            "{v}"
+        );
+    }
+    env.sync("alice").await;
+    let token = env.login("alice").await["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/ws?token={token}", env.url.replacen("http", "ws", 1));
+    let bad_origin = awc::Client::new()
+        .ws(url.as_str())
+        .origin("https://evil.example.com")
+        .connect()
+        .await;
+    assert!(bad_origin.is_err(), "a foreign origin is refused");
+    let (_, _ok) = awc::Client::new()
+        .ws(url.as_str())
+        .origin("https://app.example.com")
+        .connect()
+        .await
+        .expect("allowed origin");
+    // Garbage from a client gets an error frame; the socket stays.
+    let mut c = env.client(&token).await;
+    c.framed_send_text("{nope").await;
+    assert_eq!(c.json().await["type"], "error");
+    c.send(json!({"type": "subscribe"})).await;
+    assert_eq!(c.json().await["type"], "error");
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.json().await["type"], "pong");
+}
+
+#[actix_rt::test]
+async fn malformed_oversize_and_fragmented_ddp_frames_never_break_a_session() {
+    let env = start(Settings::default(), |c| {
+        c.rocketchat.max_frame_bytes = 64 << 10
+    })
+    .await;
+    env.sync("alice").await;
+    let mut c = env
+        .client(env.login("alice").await["client_token"].as_str().unwrap())
+        .await;
+    env.sim
+        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
+        .await
+        .unwrap();
+    // Not JSON: logged and ignored.
+    assert_eq!(
+        env.sim
+            .send_frame("alice", RawFrame::Text("this is not json".into())),
+        1
+    );
+    // Fragmented: reassembled into a whole event (an ephemeral message).
+    env.sim.send_frame("alice", RawFrame::Fragmented(4));
+    let (e, _) = c.event("getEphemeralMessage").await;
+    assert_eq!(e["data"]["_id"], "padding");
+    // Oversize (1 MiB > 64 KiB): the connection is dropped and re-made.
+    let logins = env.sim.logins(rcsim::LoginPath::Ddp, "alice");
+    env.sim.send_frame("alice", RawFrame::Oversize(1 << 20));
+    env.sim
+        .wait_for(WAIT, "a fresh connection", |s| {
+            s.logins(rcsim::LoginPath::Ddp, "alice") > logins && s.ddp_subscriptions("alice") == 6
+        })
+        .await
+        .unwrap();
+    env.sim.send_frame("alice", RawFrame::Fragmented(2));
+    assert_eq!(
+        c.event("getEphemeralMessage").await.0["data"]["_id"],
+        "padding"
+    );
+    match c.quiet_for(std::time::Duration::from_millis(100)).await {
+        None => {}
+        Some(f) => assert!(!f.contains("sessionEnded"), "{f}"),
+    }
+}
+
+#[actix_rt::test]
+async fn rocket_chat_failures_map_to_clear_statuses() {
+    let env = start(Settings::default(), |_| {}).await;
+    env.sim.fail_route("users.info", 500, Some(1));
+    let r = env
+        .api(
+            "PUT",
+            "/users/alice",
+            Some(json!({"email": "a@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (502, Some("rc_error")),
+        "{}",
+        r.body
+    );
+    env.sim.fail_route("users.info", 429, Some(1));
+    let r = env
+        .api(
+            "PUT",
+            "/users/alice",
+            Some(json!({"email": "a@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    let retry: u64 = r
+        .headers
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (50..=60).contains(&retry),
+        "Retry-After from X-RateLimit-Reset: {retry}"
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("api-bypass-rate-limit"),
+        "the log-worthy fix is in the message"
+    );
+    // The admin token dies: one re-login, then success.
+    assert_eq!(env.sim.remove_tokens("super"), 1);
+    let r = env
+        .api(
+            "PUT",
+            "/users/alice",
+            Some(json!({"email": "a@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(env.sim.logins(rcsim::LoginPath::Rest, "super"), 2);
+}
+
+#[actix_rt::test]
+async fn rocket_chat_gone_is_503() {
+    let mut env = start(Settings::default(), |_| {}).await;
+    env.sync("alice").await;
+    let mut c = env
+        .client(env.login("alice").await["client_token"].as_str().unwrap())
+        .await;
+    let sim = std::mem::replace(
+        &mut env.sim,
+        rcsim::Rcsim::start(rcsim::SimConfig::default()).unwrap(),
+    );
+    sim.stop();
+    let r = env
+        .api("PUT", "/users/bob", Some(json!({"email": "b@example.com"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (503, Some("rc_unreachable")),
+        "{}",
+        r.body
+    );
+    // Clients stay connected while the session retries.
+    c.send(json!({"type": "ping"})).await;
+    loop {
+        match c.next().await {
+            Seen::Json(v) if v["type"] == "pong" => break,
+            Seen::Json(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
