@@ -134,7 +134,7 @@ fn build_server(
             .app_data(web::PayloadConfig::new(max_body))
             .route("/websocket", web::get().to(ddp::websocket))
             .route("/api/info", web::get().to(rest::info))
-            .route("/api/v1/{name}", web::route().to(rest::dispatch));
+            .route("/api/v1/{name:.+}", web::route().to(rest::dispatch));
         if let Some(s) = &secret {
             app = app.service(control::scope(s.clone()));
         }

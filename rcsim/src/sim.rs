@@ -218,6 +218,7 @@ fn default_permissions() -> HashMap<String, Vec<String>> {
         "add-user-to-any-c-room",
         "add-user-to-any-p-room",
         "remove-user",
+        "view-privileged-setting",
     ] {
         p.insert(name.to_string(), admin());
     }

@@ -818,3 +818,35 @@ async fn failed_logins_block_the_ip_after_fifty() {
         .await;
     assert_eq!(elsewhere.status, 200);
 }
+
+#[actix_rt::test]
+async fn settings_and_permissions_for_operators() {
+    let s = sim(Settings::default());
+    let admin = Rest::login(&s, "super", "123qwe").await;
+    let r = admin.get("settings/API_Enable_Rate_Limiter").await;
+    assert_eq!(
+        r.body,
+        json!({"_id": "API_Enable_Rate_Limiter", "value": true, "success": true})
+    );
+    assert_eq!(
+        admin
+            .get("settings/API_Enable_Rate_Limiter_Limit_Calls_Default")
+            .await
+            .body["value"],
+        10
+    );
+    let p = admin.get("permissions.listAll").await;
+    let bypass = p.body["update"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["_id"] == "api-bypass-rate-limit")
+        .unwrap()
+        .clone();
+    assert_eq!(bypass["roles"], json!(["admin", "bot", "app"]));
+    let alice = Rest::login(&s, "alice", "alice-pw").await;
+    assert_eq!(
+        alice.get("settings/API_Enable_Rate_Limiter").await.status,
+        403
+    );
+}

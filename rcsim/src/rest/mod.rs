@@ -2,6 +2,7 @@
 //! route (auth headers, the rate limiter, error envelopes, ISO dates, the
 //! no-cache headers), then calls the route's handler.
 
+mod admin;
 mod auth;
 mod chat;
 mod rooms;
@@ -34,6 +35,8 @@ pub struct Ctx<'a> {
     pub(crate) body: Value,
     pub(crate) ip: String,
     pub(crate) caller: Option<Caller>,
+    /// The path segment after the route name (`settings/<id>`).
+    pub(crate) arg: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -199,6 +202,8 @@ static ROUTES: &[Route] = &[
         true,
         rooms::subscriptions_read,
     ),
+    route("GET", "settings", true, admin::setting),
+    route("GET", "permissions.listAll", true, admin::permissions),
 ];
 
 /// The client address RC counts: `X-Real-IP` wins over the socket address.
@@ -244,12 +249,18 @@ pub async fn dispatch(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let name = name.into_inner();
+    let full = name.into_inner();
+    let (name, arg) = match full.split_once('/') {
+        Some((n, a)) => (n.to_string(), Some(a.to_string())),
+        None => (full, None),
+    };
     let method = req.method().as_str().to_string();
     let mut headers: Vec<(&'static str, String)> = vec![];
     let mut caller_id = None;
     let reply = 'reply: {
-        let Some(route) = ROUTES.iter().find(|r| r.name == name && r.method == method) else {
+        let Some(route) = ROUTES.iter().find(|r| {
+            r.name == name && r.method == method && arg.is_some() == (r.name == "settings")
+        }) else {
             break 'reply Reply::raw(
                 404,
                 json!({"success": false, "error": "Resource not found"}),
@@ -314,6 +325,7 @@ pub async fn dispatch(
             body,
             ip,
             caller,
+            arg,
         };
         (route.handler)(&mut ctx)
     };
