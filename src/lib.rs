@@ -13,6 +13,8 @@
 //! - [`registry`]: routes session events to each user's clients.
 //! - [`client_ws`]: the client websocket actor.
 //! - [`http`]: backend API, health, websocket upgrades.
+//! - [`doctor`]: checks a Rocket.Chat server's settings for imrelay.
+//! - [`demo`]: `imrelay demo`.
 //! - [`passwords`], [`fragments`]: small helpers.
 //! - this file: [`Daemon`], the running daemon shared by `main` and tests.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod client_ws;
 pub mod config;
 pub mod ddp_conn;
 pub mod demo;
+pub mod doctor;
 pub mod fragments;
 pub mod http;
 pub mod passwords;
@@ -55,7 +58,7 @@ pub struct Daemon {
 
 /// Installs rustls' crypto provider once: awc's rustls support panics at
 /// the first TLS connection without one.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

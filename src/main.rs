@@ -28,6 +28,8 @@ enum Command {
         /// The file (defaults to --config).
         path: Option<PathBuf>,
     },
+    /// Check the configured Rocket.Chat as the admin and print what to change.
+    Doctor,
     /// Start an embedded Rocket.Chat simulator and the daemon against it, with demo users.
     Demo {
         /// Where imrelay listens.
@@ -59,6 +61,13 @@ fn main() {
             }
         }
         Command::Demo { listen } => imrelay_demo(&listen),
+        Command::Doctor => match Config::from_file(&cli.config) {
+            Ok(cfg) => imrelay::doctor::run(cfg),
+            Err(e) => {
+                eprintln!("imrelay: {e}");
+                2
+            }
+        },
     };
     std::process::exit(code);
 }

@@ -204,6 +204,11 @@ impl RestClient {
         ]
     }
 
+    /// An authenticated GET whose answer is JSON (operator reads: settings, permissions).
+    pub async fn get(&self, path: &str, creds: &Credentials) -> Result<Value, RcError> {
+        self.json(Method::GET, path, Some(creds), &[], None).await
+    }
+
     /// `GET /api/info`.
     pub async fn server_info(&self) -> Result<Value, RcError> {
         self.json(Method::GET, "/api/info", None, &[], None).await
