@@ -850,3 +850,24 @@ async fn settings_and_permissions_for_operators() {
         403
     );
 }
+
+#[actix_rt::test]
+async fn rooms_upload_posts_a_file_message() {
+    let s = sim(Settings::permissive());
+    let alice = Rest::login(&s, "alice", "alice-pw").await;
+    let body = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\nContent-Type: text/plain\r\n\r\nhello file\r\n--XyZ\r\nContent-Disposition: form-data; name=\"msg\"\r\n\r\nsee attached\r\n--XyZ--\r\n";
+    let mut r = awc::Client::new()
+        .post(format!("{}rooms.upload/GENERAL", alice.base))
+        .insert_header(("X-User-Id", alice.uid()))
+        .insert_header(("X-Auth-Token", alice.token()))
+        .content_type("multipart/form-data; boundary=XyZ")
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["message"]["msg"], "see attached");
+    assert_eq!(v["message"]["file"]["name"], "notes.txt");
+    assert_eq!(v["message"]["file"]["size"], 10);
+    assert_eq!(v["message"]["attachments"][0]["title"], "notes.txt");
+}

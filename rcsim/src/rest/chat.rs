@@ -231,3 +231,110 @@ pub fn react(ctx: &mut Ctx) -> Reply {
         Err(e) => Reply::error(e),
     }
 }
+
+/// One part of a `multipart/form-data` body.
+struct Part<'a> {
+    name: String,
+    filename: Option<String>,
+    content_type: Option<String>,
+    data: &'a [u8],
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn multipart<'a>(content_type: &str, body: &'a [u8]) -> Result<Vec<Part<'a>>, String> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_string())
+        .ok_or("multipart body without a boundary")?;
+    let delim = format!("--{boundary}");
+    let start = find(body, delim.as_bytes()).ok_or("no multipart boundary in the body")?;
+    let mut rest = &body[start + delim.len()..];
+    let mut parts = vec![];
+    loop {
+        if rest.starts_with(b"--") {
+            return Ok(parts);
+        }
+        rest = rest
+            .strip_prefix(b"\r\n")
+            .ok_or("malformed multipart part")?;
+        let head_end = find(rest, b"\r\n\r\n").ok_or("a multipart part without headers")?;
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
+        let after = &rest[head_end + 4..];
+        let end = find(after, format!("\r\n{delim}").as_bytes())
+            .ok_or("an unterminated multipart part")?;
+        let mut part = Part {
+            name: String::new(),
+            filename: None,
+            content_type: None,
+            data: &after[..end],
+        };
+        for line in head.lines() {
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with("content-disposition:") {
+                for attr in line.split(';').skip(1) {
+                    if let Some((k, v)) = attr.trim().split_once('=') {
+                        let v = v.trim_matches('"').to_string();
+                        match k {
+                            "name" => part.name = v,
+                            "filename" => part.filename = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
+            } else if lower.starts_with("content-type:") {
+                part.content_type = Some(line["content-type:".len()..].trim().to_string());
+            }
+        }
+        parts.push(part);
+        rest = &after[end + 2 + delim.len()..];
+    }
+}
+
+/// `POST rooms.upload/:rid` (multipart: `file`, optional `msg` and
+/// `description`): posts a message carrying the file, as Rocket.Chat 7.x does.
+pub fn upload(ctx: &mut Ctx) -> Reply {
+    let rid = ctx.arg.clone().unwrap_or_default();
+    let ct = ctx.header("content-type").unwrap_or_default();
+    let parts = match multipart(&ct, ctx.raw) {
+        Ok(p) => p,
+        Err(e) => return Reply::failure(e),
+    };
+    let Some(file) = parts
+        .iter()
+        .find(|p| p.name == "file" && p.filename.is_some())
+    else {
+        return Reply::failure("[invalid-field]");
+    };
+    let field = |n: &str| {
+        parts
+            .iter()
+            .find(|p| p.name == n)
+            .map(|p| String::from_utf8_lossy(p.data).to_string())
+    };
+    let name = file.filename.clone().unwrap_or_default();
+    let file_id = crate::ids::random_id();
+    let kind = file
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let mut attachment = json!({"title": name, "title_link": format!("/file-upload/{file_id}/{name}"), "title_link_download": true, "type": "file"});
+    if let Some(d) = field("description") {
+        attachment["description"] = json!(d);
+    }
+    let meta = json!({"_id": file_id, "name": name, "type": kind, "size": file.data.len()});
+    let extra: Map<String, Value> = [
+        ("file".to_string(), meta.clone()),
+        ("files".to_string(), json!([meta])),
+        ("attachments".to_string(), json!([attachment])),
+    ]
+    .into_iter()
+    .collect();
+    match post(ctx, &rid, &field("msg").unwrap_or_default(), extra) {
+        Ok(doc) => Reply::ok(json!({"message": doc})),
+        Err(e) => Reply::error(e),
+    }
+}

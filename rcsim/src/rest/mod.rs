@@ -37,6 +37,8 @@ pub struct Ctx<'a> {
     pub(crate) caller: Option<Caller>,
     /// The path segment after the route name (`settings/<id>`).
     pub(crate) arg: Option<String>,
+    /// The raw body (multipart uploads).
+    pub(crate) raw: &'a [u8],
 }
 
 impl Ctx<'_> {
@@ -203,6 +205,7 @@ static ROUTES: &[Route] = &[
         rooms::subscriptions_read,
     ),
     route("GET", "settings", true, admin::setting),
+    route("POST", "rooms.upload", true, chat::upload),
     route("GET", "permissions.listAll", true, admin::permissions),
 ];
 
@@ -225,6 +228,10 @@ fn parse_body(req: &HttpRequest, bytes: &[u8]) -> Result<Value, Reply> {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if ct.starts_with("multipart/form-data") {
+        // Parsed by the route itself from the raw body.
+        return Ok(Value::Object(Map::new()));
+    }
     if ct.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
             .map_err(|e| Reply::failure(format!("Invalid form body: {e}")))?;
@@ -259,7 +266,9 @@ pub async fn dispatch(
     let mut caller_id = None;
     let reply = 'reply: {
         let Some(route) = ROUTES.iter().find(|r| {
-            r.name == name && r.method == method && arg.is_some() == (r.name == "settings")
+            r.name == name
+                && r.method == method
+                && arg.is_some() == matches!(r.name, "settings" | "rooms.upload")
         }) else {
             break 'reply Reply::raw(
                 404,
@@ -326,6 +335,7 @@ pub async fn dispatch(
             ip,
             caller,
             arg,
+            raw: &bytes,
         };
         (route.handler)(&mut ctx)
     };
