@@ -4,7 +4,7 @@
 //! cannot keep up, 1001 on shutdown.
 
 use crate::fragments::{Fragment, Reassembler};
-use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Registry};
+use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Protocol, Registry};
 use crate::session::EndReason;
 use actix::prelude::*;
 use actix_web_actors::ws;
@@ -27,6 +27,8 @@ pub enum ToClient {
     SlowConsumer,
     /// imrelay is stopping: close with 1001.
     GoingAway,
+    /// An operator asks the client to reconnect (1012 here; SignalR: Close with allowReconnect).
+    Reconnect,
 }
 
 /// One client websocket.
@@ -96,6 +98,7 @@ impl Actor for ClientSocket {
         let connect = ClientConnect {
             username: self.username.clone(),
             client: ctx.address().recipient(),
+            protocol: Protocol::Native,
         };
         self.registry
             .send(connect)
@@ -160,6 +163,10 @@ impl Handler<ToClient> for ClientSocket {
             ToClient::GoingAway => {
                 self.id = None;
                 Self::close(ctx, ws::CloseCode::Away, "server shutting down");
+            }
+            ToClient::Reconnect => {
+                self.id = None;
+                Self::close(ctx, ws::CloseCode::Restart, "reconnect");
             }
         }
     }

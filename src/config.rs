@@ -139,6 +139,7 @@ struct RawServer {
     #[serde(with = "humantime_serde")]
     shutdown_timeout: Duration,
     max_body_bytes: usize,
+    max_proxy_body_bytes: usize,
 }
 
 impl Default for RawServer {
@@ -150,6 +151,7 @@ impl Default for RawServer {
             hub_path: "/signalr".into(),
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
+            max_proxy_body_bytes: 16 << 20,
         }
     }
 }
@@ -168,6 +170,8 @@ struct RawRocketChat {
     #[serde(default = "default_login_method")]
     login_method: LoginMethod,
     create_token_secret: Option<SecretSource>,
+    #[serde(default)]
+    expose_rc_token: bool,
 }
 
 fn default_request_timeout() -> Duration {
@@ -235,6 +239,22 @@ struct RawClient {
     #[serde(with = "humantime_serde")]
     heartbeat_timeout: Duration,
     queue_limit: usize,
+    jwt: Option<RawJwt>,
+    abp_passphrase: Option<SecretSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    secret: SecretSource,
+    issuer: Option<String>,
+    audience: Option<String>,
+    #[serde(default = "default_username_claim")]
+    username_claim: String,
+}
+
+fn default_username_claim() -> String {
+    "sub".into()
 }
 
 impl Default for RawClient {
@@ -243,6 +263,8 @@ impl Default for RawClient {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(30),
             queue_limit: 256,
+            jwt: None,
+            abp_passphrase: None,
         }
     }
 }
@@ -274,6 +296,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Largest backend request body.
     pub max_body_bytes: usize,
+    /// Largest body passed through to Rocket.Chat (uploads).
+    pub max_proxy_body_bytes: usize,
 }
 
 /// `[rocketchat]`.
@@ -295,6 +319,9 @@ pub struct RocketChatConfig {
     pub login_method: LoginMethod,
     /// `CREATE_TOKENS_FOR_USERS_SECRET` for `login_method = "create_token"` on 8.x.
     pub create_token_secret: Option<Secret>,
+    /// Front-end auth mode: login also returns the Rocket.Chat token, so a
+    /// browser can hold its own DDP connection.
+    pub expose_rc_token: bool,
 }
 
 /// `[users]`.
@@ -335,6 +362,24 @@ pub struct ClientConfig {
     pub heartbeat_timeout: Duration,
     /// Outgoing messages queued per client before it is closed as a slow consumer.
     pub queue_limit: usize,
+    /// JWTs signed by the backend accepted as client credentials.
+    pub jwt: Option<JwtConfig>,
+    /// ABP's `enc_auth_token` passphrase (`AppConsts.DefaultPassPhrase`).
+    pub abp_passphrase: Option<Secret>,
+}
+
+/// `[client.jwt]`: HS256 JWTs from the backend.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// The shared HS256 secret.
+    pub secret: Secret,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// The claim holding the username (`sub`, or ABP's
+    /// `http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name`).
+    pub username_claim: String,
 }
 
 /// The whole configuration.
@@ -417,6 +462,7 @@ impl Config {
                 .create_token_secret
                 .map(|s| s.resolve("rocketchat.create_token_secret"))
                 .transpose()?,
+            expose_rc_token: raw.rocketchat.expose_rc_token,
         };
         if rocketchat.max_frame_bytes < 64 << 10 {
             return Err("rocketchat.max_frame_bytes: at least 65536".into());
@@ -470,6 +516,7 @@ impl Config {
                 hub_path: raw.server.hub_path,
                 shutdown_timeout: raw.server.shutdown_timeout,
                 max_body_bytes: raw.server.max_body_bytes,
+                max_proxy_body_bytes: raw.server.max_proxy_body_bytes,
             },
             rocketchat,
             users,
@@ -485,6 +532,19 @@ impl Config {
                 heartbeat_interval: c.heartbeat_interval,
                 heartbeat_timeout: c.heartbeat_timeout,
                 queue_limit: c.queue_limit,
+                jwt: match c.jwt {
+                    Some(j) => Some(JwtConfig {
+                        secret: j.secret.resolve("client.jwt.secret")?,
+                        issuer: j.issuer,
+                        audience: j.audience,
+                        username_claim: j.username_claim,
+                    }),
+                    None => None,
+                },
+                abp_passphrase: c
+                    .abp_passphrase
+                    .map(|s| s.resolve("client.abp_passphrase"))
+                    .transpose()?,
             },
         })
     }

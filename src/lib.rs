@@ -11,7 +11,8 @@
 //! - [`cache`]: the token cache (generations, idle TTL, client tokens).
 //! - [`session`] + [`ddp_conn`]: one actor per logged-in user and its DDP socket.
 //! - [`registry`]: routes session events to each user's clients.
-//! - [`client_ws`]: the client websocket actor.
+//! - [`client_ws`]: the native client websocket actor; [`signalr`]: the
+//!   SignalR-compatible hub; [`client_auth`] (+ [`jwt`], [`abp`]): who a client is.
 //! - [`http`]: backend API, health, websocket upgrades.
 //! - [`doctor`]: checks a Rocket.Chat server's settings for imrelay.
 //! - [`demo`]: `imrelay demo`.
@@ -20,8 +21,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod abp;
 pub mod admin;
 pub mod cache;
+pub mod client_auth;
 pub mod client_ws;
 pub mod config;
 pub mod ddp_conn;
@@ -29,10 +32,12 @@ pub mod demo;
 pub mod doctor;
 pub mod fragments;
 pub mod http;
+pub mod jwt;
 pub mod passwords;
 pub mod registry;
 pub mod rocketchat;
 pub mod session;
+pub mod signalr;
 
 use actix::{Actor, Addr};
 use actix_web::{dev::ServerHandle, web, App, HttpServer};
@@ -80,8 +85,10 @@ impl Daemon {
             admin: admin.clone(),
             ready: Arc::clone(&ready),
             login_gate: Arc::default(),
+            signalr: Arc::default(),
         });
         let max_body = cfg.server.max_body_bytes;
+        let hub_path = cfg.server.hub_path.clone();
         let (rc_url, rc_timeout) = (cfg.rocketchat.url.clone(), cfg.rocketchat.request_timeout);
         let server = HttpServer::new(move || {
             App::new()
@@ -96,7 +103,7 @@ impl Daemon {
                         .error_handler(http::errors::json_error),
                 )
                 .app_data(web::PayloadConfig::new(max_body))
-                .configure(http::routes)
+                .configure(http::routes(hub_path.clone()))
         })
         .disable_signals()
         .shutdown_timeout(cfg.server.shutdown_timeout.as_secs().max(1))

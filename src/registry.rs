@@ -19,6 +19,15 @@ use tokio::sync::oneshot;
 /// A client connection's id.
 pub type ClientId = u64;
 
+/// How a client wants its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `/ws`: `{"type":"event","seq":..}`.
+    Native,
+    /// `/signalr`: JSON hub protocol invocations.
+    SignalR,
+}
+
 struct SessionSlot {
     id: u64,
     addr: Addr<UserSession>,
@@ -37,7 +46,7 @@ struct UserState {
     /// The session a newer login replaces: it keeps delivering until the new
     /// one's subscriptions are all ready, so the switch loses nothing.
     retiring: Option<SessionSlot>,
-    clients: HashMap<ClientId, Recipient<ToClient>>,
+    clients: HashMap<ClientId, (Recipient<ToClient>, Protocol)>,
     seq: u64,
     /// While both sessions may deliver the same event: fingerprints seen.
     recent: VecDeque<u64>,
@@ -153,7 +162,7 @@ impl Registry {
             if let Some(s) = state.retiring {
                 s.addr.do_send(Stop(reason));
             }
-            for c in state.clients.values() {
+            for (c, _) in state.clients.values() {
                 c.do_send(ToClient::End(reason));
             }
             log::info!("user={username} session ended: {}", reason.as_str());
@@ -372,15 +381,23 @@ impl Handler<Deliver> for Registry {
         if state.clients.is_empty() {
             return;
         }
-        let frame = event_frame(state.seq, &msg.event);
+        // Each frame is built once, and only for a protocol some client speaks.
+        let (mut native, mut signalr) = (None, None);
         let mut slow = vec![];
-        for (id, c) in &state.clients {
+        for (id, (c, protocol)) in &state.clients {
+            let frame = match protocol {
+                Protocol::Native => {
+                    native.get_or_insert_with(|| event_frame(state.seq, &msg.event))
+                }
+                Protocol::SignalR => signalr
+                    .get_or_insert_with(|| crate::signalr::protocol::invocation_frame(&msg.event)),
+            };
             if let Err(SendError::Full(_)) = c.try_send(ToClient::Push(frame.clone())) {
                 slow.push(*id);
             }
         }
         for id in slow {
-            if let Some(c) = state.clients.remove(&id) {
+            if let Some((c, _)) = state.clients.remove(&id) {
                 log::warn!(
                     "user={} client={id} closed: slow consumer (more than {} messages queued)",
                     msg.username,
@@ -401,6 +418,8 @@ pub struct ClientConnect {
     pub username: String,
     /// Where to push.
     pub client: Recipient<ToClient>,
+    /// In which form.
+    pub protocol: Protocol,
 }
 
 impl Handler<ClientConnect> for Registry {
@@ -415,7 +434,7 @@ impl Handler<ClientConnect> for Registry {
         }
         let id = self.next();
         let state = self.users.entry(msg.username).or_default();
-        state.clients.insert(id, msg.client);
+        state.clients.insert(id, (msg.client, msg.protocol));
         Ok((id, state.seq))
     }
 }
@@ -513,7 +532,7 @@ impl Handler<Shutdown> for Registry {
         self.shutting_down = true;
         let mut n = 0;
         for (_, state) in self.users.drain() {
-            for c in state.clients.values() {
+            for (c, _) in state.clients.values() {
                 c.do_send(ToClient::GoingAway);
                 n += 1;
             }
@@ -556,5 +575,28 @@ impl Handler<SubscriptionsReady> for Registry {
             // Copies of events the old session already delivered may still arrive.
             state.dedupe_until = Some(Instant::now() + DEDUPE_WINDOW);
         }
+    }
+}
+
+/// Tell a user's clients to reconnect (an operator drain); returns how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ReconnectClients {
+    /// Who.
+    pub username: String,
+}
+
+impl Handler<ReconnectClients> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: ReconnectClients, _: &mut Self::Context) -> usize {
+        let Some(state) = self.users.get_mut(&msg.username) else {
+            return 0;
+        };
+        let n = state.clients.len();
+        for (_, (c, _)) in state.clients.drain() {
+            c.do_send(ToClient::Reconnect);
+        }
+        n
     }
 }

@@ -58,12 +58,13 @@ pub fn validate_username(u: &str) -> Result<(), ApiError> {
     }
 }
 
-fn mailbox(e: actix::MailboxError) -> RcError {
+/// An actor that cannot be reached, as an error a caller can report.
+pub fn mailbox(e: actix::MailboxError) -> RcError {
     RcError::Unreachable(format!("internal actor unavailable: {e}"))
 }
 
 /// Runs an admin call; on a 401 the agent logs in again and the call is retried once.
-async fn with_admin<T>(
+pub async fn with_admin<T>(
     state: &AppState,
     f: impl AsyncFn(&Credentials) -> Result<T, RcError>,
 ) -> Result<T, RcError> {
@@ -287,6 +288,69 @@ async fn rest_login(
     }
 }
 
+/// Logs a user in (reusing a live token unless `renew`): the session is
+/// running and its first Rocket.Chat login done when this returns.
+pub async fn ensure_login(
+    state: &AppState,
+    rest: &RestClient,
+    username: &str,
+    password: Option<&str>,
+    renew: bool,
+) -> Result<crate::cache::Entry, ApiError> {
+    let auth = match state.cache.live(username).filter(|_| !renew) {
+        Some(e) => SessionAuth::Resume(e.credentials()),
+        None => {
+            let password = password_for(&state.cfg.users, username, password);
+            match state.cfg.rocketchat.login_method {
+                LoginMethod::Ddp => SessionAuth::Password {
+                    digest: sha256_hex(&password),
+                },
+                LoginMethod::Rest => {
+                    SessionAuth::Resume(rest_login(state, rest, username, &password).await?)
+                }
+                LoginMethod::CreateToken => {
+                    let pw = state.cfg.rocketchat.admin_password.expose();
+                    let secret = state
+                        .cfg
+                        .rocketchat
+                        .create_token_secret
+                        .as_ref()
+                        .map(|s| s.expose());
+                    let Some(user) =
+                        with_admin(state, async |a| rest.user_info(a, pw, username).await).await?
+                    else {
+                        return Err(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "user_not_found",
+                            format!("no Rocket.Chat user {username}"),
+                        ));
+                    };
+                    let uid = user["_id"].as_str().unwrap_or_default().to_string();
+                    SessionAuth::Resume(
+                        with_admin(state, async |a| {
+                            rest.create_token(a, pw, &uid, secret).await
+                        })
+                        .await?,
+                    )
+                }
+            }
+        }
+    };
+    let wait = state.cfg.session.login_timeout + Duration::from_secs(1);
+    let entry = tokio::time::timeout(
+        wait,
+        state.registry.send(Login {
+            username: username.to_string(),
+            auth,
+            renew,
+        }),
+    )
+    .await
+    .map_err(|_| RcError::Unreachable(format!("no login answer within {wait:?}")))?
+    .map_err(mailbox)??;
+    Ok(entry)
+}
+
 /// `POST /api/v1/users/{username}/login`: log in (reusing a live token) and start or keep the session.
 pub async fn login(
     req: HttpRequest,
@@ -304,64 +368,48 @@ pub async fn login(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
     };
-    let auth = match state.cache.live(&username).filter(|_| !body.renew) {
-        Some(e) => SessionAuth::Resume(e.credentials()),
-        None => {
-            let password = password_for(&state.cfg.users, &username, body.password.as_deref());
-            match state.cfg.rocketchat.login_method {
-                LoginMethod::Ddp => SessionAuth::Password {
-                    digest: sha256_hex(&password),
-                },
-                LoginMethod::Rest => {
-                    SessionAuth::Resume(rest_login(&state, &rest, &username, &password).await?)
-                }
-                LoginMethod::CreateToken => {
-                    let pw = state.cfg.rocketchat.admin_password.expose();
-                    let secret = state
-                        .cfg
-                        .rocketchat
-                        .create_token_secret
-                        .as_ref()
-                        .map(|s| s.expose());
-                    let Some(user) =
-                        with_admin(&state, async |a| rest.user_info(a, pw, &username).await)
-                            .await?
-                    else {
-                        return Err(ApiError::new(
-                            StatusCode::NOT_FOUND,
-                            "user_not_found",
-                            format!("no Rocket.Chat user {username}"),
-                        ));
-                    };
-                    let uid = user["_id"].as_str().unwrap_or_default().to_string();
-                    SessionAuth::Resume(
-                        with_admin(&state, async |a| {
-                            rest.create_token(a, pw, &uid, secret).await
-                        })
-                        .await?,
-                    )
-                }
-            }
-        }
-    };
-    let wait = state.cfg.session.login_timeout + Duration::from_secs(1);
-    let entry = tokio::time::timeout(
-        wait,
-        state.registry.send(Login {
-            username: username.clone(),
-            auth,
-            renew: body.renew,
-        }),
+    let entry = ensure_login(
+        &state,
+        &rest,
+        &username,
+        body.password.as_deref(),
+        body.renew,
     )
-    .await
-    .map_err(|_| RcError::Unreachable(format!("no login answer within {wait:?}")))?
-    .map_err(mailbox)??;
-    Ok(HttpResponse::Ok().json(json!({
+    .await?;
+    let mut out = json!({
         "username": username,
         "rc_user_id": entry.rc_user_id,
         "client_token": entry.client_token,
         "expires_at": iso(entry.expires_at_system()),
-    })))
+    });
+    if state.cfg.rocketchat.expose_rc_token {
+        // Front-end auth mode: the browser holds its own DDP connection.
+        out["rc_token"] = json!(entry.rc_token);
+        out["rc_url"] = json!(state.cfg.rocketchat.url);
+        out["rc_ws_url"] = json!(state.cfg.rocketchat.ws_url);
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// `POST /api/v1/users/{username}/reconnect`: the user's clients are told to
+/// reconnect (SignalR: a Close with `allowReconnect`); 204.
+pub async fn reconnect(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let username = path.into_inner();
+    validate_username(&username)?;
+    let n = state
+        .registry
+        .send(crate::registry::ReconnectClients {
+            username: username.clone(),
+        })
+        .await
+        .map_err(mailbox)?;
+    log::info!("user={username} {n} clients asked to reconnect");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// `POST /api/v1/users/{username}/logout`: Rocket.Chat logout and end the session (idempotent).

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod clients;
 pub mod errors;
+pub mod proxy;
 
 use crate::admin::AdminAgent;
 use crate::cache::TokenCache;
@@ -27,21 +28,43 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The REST login throttle shared by all workers.
     pub login_gate: Arc<backend::LoginGate>,
+    /// Negotiated SignalR connections.
+    pub signalr: Arc<crate::signalr::Connections>,
 }
 
-/// Registers every route.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(backend::healthz))
-        .route("/readyz", web::get().to(backend::readyz))
-        .route("/ws", web::get().to(clients::native))
-        .service(
-            web::scope("/api/v1")
-                .route("/users/{username}", web::put().to(backend::put_user))
-                .route("/users/{username}", web::get().to(backend::get_user))
-                .route("/users/{username}", web::delete().to(backend::delete_user))
-                .route("/users/{username}/login", web::post().to(backend::login))
-                .route("/users/{username}/logout", web::post().to(backend::logout))
-                .route("/sessions", web::get().to(backend::sessions))
-                .default_service(web::to(errors::not_found)),
-        );
+/// Registers every route; the SignalR hub lives at `hub_path`.
+pub fn routes(hub_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.route("/healthz", web::get().to(backend::healthz))
+            .route("/readyz", web::get().to(backend::readyz))
+            .route("/ws", web::get().to(clients::native))
+            .route(
+                &format!("{hub_path}/negotiate"),
+                web::post().to(crate::signalr::negotiate),
+            )
+            .route(
+                &format!("{hub_path}/negotiate"),
+                web::method(actix_web::http::Method::OPTIONS).to(crate::signalr::preflight),
+            )
+            .route(&hub_path, web::get().to(crate::signalr::connect))
+            .service(
+                web::scope("/api/v1")
+                    .route("/users/{username}", web::put().to(backend::put_user))
+                    .route("/users/{username}", web::get().to(backend::get_user))
+                    .route("/users/{username}", web::delete().to(backend::delete_user))
+                    .route("/users/{username}/login", web::post().to(backend::login))
+                    .route("/users/{username}/logout", web::post().to(backend::logout))
+                    .route(
+                        "/users/{username}/reconnect",
+                        web::post().to(backend::reconnect),
+                    )
+                    .route(
+                        "/users/{username}/rc/{path:.+}",
+                        web::route().to(proxy::user_call),
+                    )
+                    .route("/admin/rc/{path:.+}", web::route().to(proxy::admin_call))
+                    .route("/sessions", web::get().to(backend::sessions))
+                    .default_service(web::to(errors::not_found)),
+            );
+    }
 }

@@ -1,0 +1,55 @@
+//! ABP's `enc_auth_token` (`protocol/signalr.md` §7.2): the access token
+//! encrypted by `SimpleStringCipher`: AES-256-CBC, PKCS7, key =
+//! PBKDF2-HMAC-SHA1(passphrase, salt "hgt!16kl", 1000 rounds), IV
+//! "jkE49230Tf093b42", base64.
+
+use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+
+const SALT: &[u8] = b"hgt!16kl";
+const IV: &[u8; 16] = b"jkE49230Tf093b42";
+
+fn key(passphrase: &str) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha1::Sha1>(passphrase.as_bytes(), SALT, 1000, &mut key);
+    key
+}
+
+/// Decrypts an `enc_auth_token` (already URL-decoded).
+pub fn decrypt(token: &str, passphrase: &str) -> Result<String, String> {
+    let mut data = STANDARD
+        .decode(token.trim())
+        .map_err(|_| "enc_auth_token is not base64")?;
+    let plain = cbc::Decryptor::<aes::Aes256>::new(&key(passphrase).into(), IV.into())
+        .decrypt_padded_mut::<Pkcs7>(&mut data)
+        .map_err(|_| "enc_auth_token does not decrypt with client.abp_passphrase")?;
+    String::from_utf8(plain.to_vec()).map_err(|_| "enc_auth_token decrypts to binary".to_string())
+}
+
+/// Encrypts like ABP's `SimpleStringCipher.Encrypt` (tests, tools).
+pub fn encrypt(plain: &str, passphrase: &str) -> String {
+    let ct = cbc::Encryptor::<aes::Aes256>::new(&key(passphrase).into(), IV.into())
+        .encrypt_padded_vec_mut::<Pkcs7>(plain.as_bytes());
+    STANDARD.encode(ct)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_vector() {
+        // signalr.md §7.2 (computed with Python/openssl from ABP's parameters).
+        let enc = "wNYmO41/48SHNstaLVXxHBdSZd8+6Lm0IhQ8U76mPQ4=";
+        assert_eq!(
+            decrypt(enc, "gsKxGZ012HLL3MI5").unwrap(),
+            "eyJhbGciOiJIUzI1NiJ9.test.sig"
+        );
+        assert_eq!(
+            encrypt("eyJhbGciOiJIUzI1NiJ9.test.sig", "gsKxGZ012HLL3MI5"),
+            enc
+        );
+        assert!(decrypt(enc, "wrong-passphrase").is_err());
+        assert!(decrypt("%%%", "x").is_err());
+    }
+}

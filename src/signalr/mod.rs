@@ -1,0 +1,205 @@
+//! The SignalR-compatible hub (`protocol/signalr.md`), so a front end
+//! written for the official `@microsoft/signalr` client works unchanged:
+//! `POST {hub}/negotiate` (versions 0 and 1, WebSockets only), CORS, and the
+//! websocket at `{hub}?id=…` (or without `id`: skipNegotiation).
+
+pub mod protocol;
+pub mod socket;
+
+use crate::client_auth;
+use crate::http::errors::ApiError;
+use crate::http::AppState;
+use crate::rocketchat::rest::RestClient;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use actix_web_actors::ws;
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use dashmap::DashMap;
+use rand::Rng;
+use serde_json::json;
+use socket::SignalRSocket;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// An unused connection token expires after this long (the client connects
+/// within milliseconds of negotiating).
+const TOKEN_TTL: Duration = Duration::from_secs(15);
+
+struct Pending {
+    username: String,
+    created: Instant,
+    used: bool,
+}
+
+/// Negotiated connections waiting for (or holding) their websocket.
+#[derive(Default)]
+pub struct Connections {
+    pending: DashMap<String, Pending>,
+}
+
+impl Connections {
+    fn purge(&self) {
+        self.pending.retain(|_, p| p.created.elapsed() < TOKEN_TTL);
+    }
+}
+
+/// 16 random bytes, base64url: ASP.NET's id and token format.
+fn new_id() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// CORS for browsers on other origins: the exact origin echoed (credentials
+/// mode forbids `*`), or nothing when the origin is not allowed.
+fn cors(req: &HttpRequest, state: &AppState, r: &mut HttpResponseBuilder) -> bool {
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let allowed = &state.cfg.server.allowed_origins;
+    if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
+        return false;
+    }
+    let headers = req
+        .headers()
+        .get("access-control-request-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(
+            "authorization, x-requested-with, x-signalr-user-agent, x-xsrf-token, content-type",
+        )
+        .to_string();
+    r.insert_header(("Access-Control-Allow-Origin", origin.to_string()))
+        .insert_header(("Access-Control-Allow-Credentials", "true"))
+        .insert_header(("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
+        .insert_header(("Access-Control-Allow-Headers", headers))
+        .insert_header(("Access-Control-Max-Age", "600"))
+        .insert_header(("Vary", "Origin"));
+    true
+}
+
+/// `OPTIONS {hub}/negotiate`: the CORS preflight.
+pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let mut r = HttpResponse::NoContent();
+    if cors(&req, &state, &mut r) {
+        r.finish()
+    } else {
+        HttpResponse::Forbidden().json(json!({"error": "origin not in server.allowed_origins"}))
+    }
+}
+
+/// `POST {hub}/negotiate`.
+pub async fn negotiate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    rest: web::Data<RestClient>,
+) -> HttpResponse {
+    let mut r = HttpResponse::Ok();
+    if !cors(&req, &state, &mut r) {
+        return HttpResponse::Forbidden()
+            .json(json!({"error": "origin not in server.allowed_origins"}));
+    }
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let version = match query.iter().find(|(k, _)| k.eq_ignore_ascii_case("negotiateVersion")) {
+        None => 0,
+        Some((_, v)) => match v.parse::<i64>() {
+            Ok(v) if v >= 0 => v.min(1),
+            Ok(v) => return r.json(json!({"error": format!("The client requested version '{v}', but the server does not support this version.")})),
+            Err(_) => return r.json(json!({"error": "The client requested a non-integer protocol version."})),
+        },
+    };
+    // An error in the body (status 200) is what makes the official client's
+    // start() reject with our text rather than a bare status code.
+    let username = match client_auth::authenticate(&req, &state, &rest).await {
+        Ok(u) => u,
+        Err(e) => return r.json(json!({"error": format!("imrelay: {} ({})", e.message, e.code)})),
+    };
+    state.signalr.purge();
+    let connection_id = new_id();
+    let token = if version >= 1 {
+        new_id()
+    } else {
+        connection_id.clone()
+    };
+    state.signalr.pending.insert(
+        token.clone(),
+        Pending {
+            username,
+            created: Instant::now(),
+            used: false,
+        },
+    );
+    let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]);
+    let mut body = json!({"negotiateVersion": version, "connectionId": connection_id, "availableTransports": transports});
+    if version >= 1 {
+        body["connectionToken"] = json!(token);
+    }
+    r.json(body)
+}
+
+/// `GET {hub}`: the websocket, with the negotiated `id` or (skipNegotiation) without.
+pub async fn connect(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    rest: web::Data<RestClient>,
+) -> Result<HttpResponse, actix_web::Error> {
+    crate::http::clients::check_origin(&req, &state)?;
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let username = match query.get("id") {
+        Some(id) => {
+            let Some(mut p) = state
+                .signalr
+                .pending
+                .get_mut(id)
+                .filter(|p| p.created.elapsed() < TOKEN_TTL)
+            else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_connection",
+                    "No Connection with that ID",
+                )
+                .into());
+            };
+            if p.used {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "connection_in_use",
+                    "Connection ID is already in use",
+                )
+                .into());
+            }
+            p.used = true;
+            let username = p.username.clone();
+            drop(p);
+            // A credential on the upgrade must be the same user's.
+            if let Some(token) = client_auth::credential(&req, &state)? {
+                let who = client_auth::authenticate_token(&token, &state, &rest).await?;
+                if who != username {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "token_mismatch",
+                        "the token belongs to another user than the negotiated connection",
+                    )
+                    .into());
+                }
+            }
+            username
+        }
+        None => client_auth::authenticate(&req, &state, &rest).await?,
+    };
+    let actor = SignalRSocket::new(
+        username,
+        state.registry.clone(),
+        state.cfg.client.queue_limit,
+    );
+    ws::WsResponseBuilder::new(actor, &req, stream)
+        .frame_size(crate::client_ws::MAX_CLIENT_FRAME)
+        .start()
+}

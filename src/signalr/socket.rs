@@ -1,0 +1,286 @@
+//! One SignalR client connection (JSON hub protocol over a websocket):
+//! handshake, then pushes as invocations, completions for the client's
+//! invocations (`register` is a no-op), pings, and Close records that tell
+//! the client whether to reconnect.
+
+use super::protocol::{self, ClientMsg};
+use crate::client_ws::{ToClient, MAX_CLIENT_FRAME};
+use crate::fragments::{Fragment, Reassembler};
+use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Protocol, Registry};
+use actix::prelude::*;
+use actix_web_actors::ws;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// ASP.NET's defaults, which the official client's timers assume.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Silence after which a client is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A SignalR connection.
+pub struct SignalRSocket {
+    username: String,
+    registry: Addr<Registry>,
+    queue_limit: usize,
+    id: Option<ClientId>,
+    handshaken: bool,
+    buf: String,
+    reasm: Reassembler,
+    heard: Instant,
+    sent: Instant,
+}
+
+impl SignalRSocket {
+    /// A connection for an authenticated user.
+    pub fn new(username: String, registry: Addr<Registry>, queue_limit: usize) -> Self {
+        let now = Instant::now();
+        SignalRSocket {
+            username,
+            registry,
+            queue_limit,
+            id: None,
+            handshaken: false,
+            buf: String::new(),
+            reasm: Reassembler::default(),
+            heard: now,
+            sent: now,
+        }
+    }
+
+    fn send(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        text: impl Into<bytestring::ByteString>,
+    ) {
+        self.sent = Instant::now();
+        ctx.text(text);
+    }
+
+    /// A Close record, then the websocket close.
+    fn finish(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        error: &str,
+        reconnect: bool,
+        code: ws::CloseCode,
+    ) {
+        self.id = None;
+        self.send(ctx, protocol::close(error, reconnect));
+        ctx.close(Some(ws::CloseReason {
+            code,
+            description: Some(error.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn handshake(&mut self, record: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let v: Value = serde_json::from_str(record).unwrap_or(Value::Null);
+        let p = v
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let version = v.get("version").and_then(Value::as_u64);
+        let error = if p != "json" {
+            Some(format!("The protocol '{p}' is not supported."))
+        } else if version != Some(1) {
+            Some(format!(
+                "The server does not support version {} of the 'json' protocol.",
+                version.map_or("?".into(), |v| v.to_string())
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            self.send(ctx, protocol::handshake_error(&e));
+            ctx.close(Some(ws::CloseCode::Policy.into()));
+            ctx.stop();
+            return;
+        }
+        self.handshaken = true;
+        self.send(ctx, protocol::HANDSHAKE_OK);
+        let connect = ClientConnect {
+            username: self.username.clone(),
+            client: ctx.address().recipient(),
+            protocol: Protocol::SignalR,
+        };
+        self.registry
+            .send(connect)
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(Ok((id, _))) => act.id = Some(id),
+                Ok(Err(reason)) => act.finish(
+                    ctx,
+                    &format!("Session ended: {}", reason.as_str()),
+                    false,
+                    ws::CloseCode::Normal,
+                ),
+                Err(_) => act.finish(ctx, "registry unavailable", true, ws::CloseCode::Error),
+            })
+            .wait(ctx);
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        self.buf.push_str(text);
+        if self.buf.len() > MAX_CLIENT_FRAME {
+            return self.finish(ctx, "message too large", false, ws::CloseCode::Size);
+        }
+        for record in protocol::take_records(&mut self.buf) {
+            if !self.handshaken {
+                self.handshake(&record, ctx);
+                continue;
+            }
+            match protocol::parse(&record) {
+                Ok(ClientMsg::Invoke {
+                    id: Some(id),
+                    target,
+                    stream,
+                }) => {
+                    let error = if stream {
+                        Some("Streaming is not supported by this hub.".to_string())
+                    } else if target.eq_ignore_ascii_case("register") {
+                        // ABP's front end registers once after connecting; the user is
+                        // already attached from the token.
+                        None
+                    } else {
+                        Some(format!("Unknown hub method '{target}'"))
+                    };
+                    self.send(ctx, protocol::completion(&id, error.as_deref()));
+                }
+                Ok(ClientMsg::Invoke { id: None, .. } | ClientMsg::Ping | ClientMsg::Other) => {}
+                Ok(ClientMsg::Close) => {
+                    ctx.close(Some(ws::CloseCode::Normal.into()));
+                    ctx.stop();
+                }
+                Err(e) => {
+                    return self.finish(
+                        ctx,
+                        &format!("invalid message: {e}"),
+                        false,
+                        ws::CloseCode::Invalid,
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl Actor for SignalRSocket {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.queue_limit);
+        ctx.run_later(HANDSHAKE_TIMEOUT, |act, ctx| {
+            if !act.handshaken {
+                ctx.close(Some(ws::CloseCode::Policy.into()));
+                ctx.stop();
+            }
+        });
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            if act.heard.elapsed() > CLIENT_TIMEOUT {
+                log::info!(
+                    "user={} signalr client={:?} dropped: silent for {CLIENT_TIMEOUT:?}",
+                    act.username,
+                    act.id
+                );
+                if let Some(id) = act.id.take() {
+                    act.registry.do_send(ClientDisconnect {
+                        username: act.username.clone(),
+                        id,
+                    });
+                }
+                ctx.close(Some(ws::CloseCode::Away.into()));
+                ctx.stop();
+            } else if act.handshaken && act.sent.elapsed() >= KEEP_ALIVE {
+                act.send(ctx, protocol::PING);
+            }
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if let Some(id) = self.id.take() {
+            self.registry.do_send(ClientDisconnect {
+                username: self.username.clone(),
+                id,
+            });
+        }
+        Running::Stop
+    }
+}
+
+impl Handler<ToClient> for SignalRSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToClient, ctx: &mut Self::Context) {
+        match msg {
+            ToClient::Push(frame) => self.send(ctx, frame),
+            // The session is over for good: no reconnect.
+            ToClient::End(reason) => self.finish(
+                ctx,
+                &format!("Session ended: {}", reason.as_str()),
+                false,
+                ws::CloseCode::Normal,
+            ),
+            ToClient::SlowConsumer => {
+                self.finish(ctx, "slow consumer", true, ws::CloseCode::Other(4008))
+            }
+            ToClient::GoingAway => {
+                self.finish(ctx, "Server is shutting down.", true, ws::CloseCode::Normal)
+            }
+            ToClient::Reconnect => self.finish(
+                ctx,
+                "Server asked the client to reconnect.",
+                true,
+                ws::CloseCode::Normal,
+            ),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SignalRSocket {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(t)) => self.on_text(&t, ctx),
+            Ok(ws::Message::Continuation(item)) => {
+                let r = match item {
+                    actix_http::ws::Item::FirstText(b) => self.reasm.first(&b, MAX_CLIENT_FRAME),
+                    actix_http::ws::Item::Continue(b) => self.reasm.more(&b, MAX_CLIENT_FRAME),
+                    actix_http::ws::Item::Last(b) => self.reasm.last(&b, MAX_CLIENT_FRAME),
+                    actix_http::ws::Item::FirstBinary(_) => {
+                        Fragment::Violation("binary frames are not supported".into())
+                    }
+                };
+                match r {
+                    Fragment::Pending => {}
+                    Fragment::Complete(bytes) => match String::from_utf8(bytes) {
+                        Ok(t) => self.on_text(&t, ctx),
+                        Err(_) => self.finish(ctx, "invalid UTF-8", false, ws::CloseCode::Invalid),
+                    },
+                    Fragment::Violation(v) => self.finish(ctx, &v, false, ws::CloseCode::Policy),
+                }
+            }
+            Ok(ws::Message::Binary(_)) => self.finish(
+                ctx,
+                "the JSON hub protocol uses text frames",
+                false,
+                ws::CloseCode::Unsupported,
+            ),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(e) => {
+                log::info!(
+                    "user={} signalr client={:?} protocol error: {e}",
+                    self.username,
+                    self.id
+                );
+                ctx.stop();
+            }
+        }
+    }
+}
