@@ -67,10 +67,22 @@ pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Routes added to the daemon's app (the demo's page and endpoints).
+pub type ExtraRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
 impl Daemon {
     /// Starts everything on `listener`. Call inside an actix System
     /// (`#[actix_web::main]`, `#[actix_rt::test]`).
     pub fn start(cfg: Config, listener: TcpListener) -> std::io::Result<Daemon> {
+        Daemon::start_with(cfg, listener, None)
+    }
+
+    /// [`Daemon::start`] with extra routes.
+    pub fn start_with(
+        cfg: Config,
+        listener: TcpListener,
+        extra: Option<ExtraRoutes>,
+    ) -> std::io::Result<Daemon> {
         install_crypto_provider();
         let addr = listener.local_addr()?;
         let cfg = Arc::new(cfg);
@@ -103,6 +115,11 @@ impl Daemon {
                         .error_handler(http::errors::json_error),
                 )
                 .app_data(web::PayloadConfig::new(max_body))
+                .configure(|c| {
+                    if let Some(extra) = &extra {
+                        extra(c);
+                    }
+                })
                 .configure(http::routes(hub_path.clone()))
         })
         .disable_signals()

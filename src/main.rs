@@ -35,6 +35,9 @@ enum Command {
         /// Where imrelay listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Start with the bot's simulated traffic off (the page can switch it).
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -60,7 +63,7 @@ fn main() {
                 }
             }
         }
-        Command::Demo { listen } => imrelay_demo(&listen),
+        Command::Demo { listen, quiet } => imrelay_demo(&listen, !quiet),
         Command::Doctor => match Config::from_file(&cli.config) {
             Ok(cfg) => imrelay::doctor::run(cfg),
             Err(e) => {
@@ -111,8 +114,8 @@ async fn wait_for_signal() {
     }
 }
 
-fn imrelay_demo(listen: &str) -> i32 {
-    match imrelay::demo::run(listen) {
+fn imrelay_demo(listen: &str, simulate: bool) -> i32 {
+    match imrelay::demo::run(listen, simulate) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("imrelay demo: {e}");

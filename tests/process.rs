@@ -181,6 +181,66 @@ async fn the_demo_serves_a_working_daemon() {
         }
         other => panic!("{other:?}"),
     }
+    // The page and its demo-only endpoints.
+    let mut page = awc::Client::new()
+        .get(format!("{url}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(!page.body().await.unwrap().is_empty());
+    let bundle = awc::Client::new()
+        .get(format!("{url}/static/signalr.min.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bundle.status().as_u16(),
+        200,
+        "the official SignalR bundle is served locally"
+    );
+    let mut r = awc::Client::new()
+        .post(format!("{url}/demo/login/bob"))
+        .send()
+        .await
+        .unwrap();
+    let bob: Value = r.json().await.unwrap();
+    let mut me = awc::Client::new()
+        .get(format!("{url}/demo/rc/me"))
+        .bearer_auth(bob["client_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(
+        me["username"], "bob",
+        "chat actions run as the token's user"
+    );
+    let r = awc::Client::new()
+        .get(format!("{url}/demo/rc/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = awc::Client::new()
+        .post(format!("{url}/demo/login/super"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "only the demo users");
+    let mut s = awc::Client::new()
+        .post(format!("{url}/demo/simulate"))
+        .send_json(&serde_json::json!({"on": false}))
+        .await
+        .unwrap();
+    assert_eq!(s.json::<Value>().await.unwrap()["on"], false);
     signal(&child.0, "-INT");
     let status = wait_exit(&mut child.0, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");

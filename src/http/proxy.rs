@@ -114,15 +114,27 @@ pub async fn user_call(
     authorize(&req, &state)?;
     let (username, path) = path.into_inner();
     validate_username(&username)?;
+    as_user(&req, &username, &path, payload, &state, &rest).await
+}
+
+/// Runs the call as `username` (already authorized by the caller).
+pub async fn as_user(
+    req: &HttpRequest,
+    username: &str,
+    path: &str,
+    payload: web::Payload,
+    state: &AppState,
+    rest: &RestClient,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.cfg.server.max_proxy_body_bytes).await?;
-    let entry = ensure_login(&state, &rest, &username, None, false).await?;
-    let mut resp = forward(&rest, &req, &path, &entry.credentials(), &body).await?;
+    let entry = ensure_login(state, rest, username, None, false).await?;
+    let mut resp = forward(rest, req, path, &entry.credentials(), &body).await?;
     if resp.status == StatusCode::UNAUTHORIZED {
         log::info!("user={username} Rocket.Chat rejected the token on {path}; logging in again and retrying once");
-        let fresh = ensure_login(&state, &rest, &username, None, true).await?;
-        resp = forward(&rest, &req, &path, &fresh.credentials(), &body).await?;
+        let fresh = ensure_login(state, rest, username, None, true).await?;
+        resp = forward(rest, req, path, &fresh.credentials(), &body).await?;
     }
-    Ok(relay(resp, &format!("user={username}"), &path))
+    Ok(relay(resp, &format!("user={username}"), path))
 }
 
 /// `ANY /api/v1/admin/rc/{path}`: the same as the admin agent, explicitly.
