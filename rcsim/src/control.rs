@@ -76,6 +76,7 @@ async fn handle(
             HttpResponse::Ok().json(json!({
                 "ddp_connections": sim.hub.connections(),
                 "delivered_events": sim.hub.delivered(),
+                "subscriptions": sim.hub.total_subscriptions(),
                 "failed_logins": sim.stats.failed_logins(),
                 "users": users,
             }))
@@ -192,6 +193,10 @@ async fn handle(
         "bulk-users" => {
             let prefix = b.get("prefix").and_then(Value::as_str).unwrap_or("user");
             let count = b.get("count").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let password = b
+                .get("password")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let mut made = vec![];
             let mut out = vec![];
             {
@@ -201,7 +206,7 @@ async fn handle(
                     let new = NewUser {
                         username: username.clone(),
                         name: username.clone(),
-                        password: format!("{username}-pw"),
+                        password: password.clone().unwrap_or_else(|| format!("{username}-pw")),
                         ..Default::default()
                     };
                     match store.create_user(new, &mut out) {
@@ -250,7 +255,9 @@ async fn handle(
         "load" => {
             // The fast path: post `count` messages round-robin over `rooms`,
             // each from the room's first member, on a thread of its own so
-            // the HTTP workers keep writing to sockets meanwhile.
+            // the HTTP workers keep writing to sockets meanwhile. `rate`
+            // (messages a second) paces it; in `text`, `{seq}` becomes the
+            // message's number and `{ts}` the emit time in µs since the epoch.
             let rooms: Vec<String> = b
                 .get("rooms")
                 .and_then(Value::as_array)
@@ -275,16 +282,31 @@ async fn handle(
                 return HttpResponse::BadRequest()
                     .json(json!({"error": "rooms must name existing rooms with members"}));
             }
+            let rate = b.get("rate").and_then(Value::as_f64).filter(|r| *r > 0.0);
             let sim = Arc::clone(&sim);
             std::thread::spawn(move || {
+                let start = std::time::Instant::now();
                 for i in 0..count as usize {
+                    if let Some(rate) = rate {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     let k = i % rooms.len();
                     let mut out = vec![];
                     let sender = senders[k].as_deref().unwrap_or_default();
+                    let micros = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_micros())
+                        .unwrap_or(0);
+                    let body = text
+                        .replace("{seq}", &i.to_string())
+                        .replace("{ts}", &micros.to_string());
                     let r = sim.store.lock().post_message(
                         sender,
                         &rooms[k],
-                        &text,
+                        &body,
                         Default::default(),
                         false,
                         &mut out,

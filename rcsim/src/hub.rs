@@ -368,6 +368,19 @@ impl Hub {
         (streams + mine) as usize
     }
 
+    /// Stream subscriptions across all connections.
+    pub fn total_subscriptions(&self) -> usize {
+        let r = self.routes.read();
+        let streams: u32 = r
+            .streams
+            .values()
+            .flat_map(HashMap::values)
+            .flat_map(HashMap::values)
+            .sum();
+        let mine: u32 = r.my_messages.values().flat_map(HashMap::values).sum();
+        (streams + mine) as usize
+    }
+
     /// Events handed to connections so far.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)

@@ -1,0 +1,299 @@
+//! The load's clients: `threads` actix Systems, each holding a share of the
+//! websockets. They count events, take the emit time out of each message
+//! (`lg<pass> <seq> <µs>`) for latency, and check per client that each
+//! room's messages arrive exactly once and in order, in O(1) memory.
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use memchr::memmem;
+use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a client speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// imrelay's native `/ws`.
+    Native,
+    /// DDP straight to rcsim (the "direct" reference).
+    Ddp,
+    /// The bare forwarder (DDP frames, copied).
+    Forwarder,
+}
+
+/// One client to open.
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    pub kind: Kind,
+    pub uid: String,
+    pub token: String,
+    pub room: usize,
+}
+
+/// Counters shared with the orchestrator.
+#[derive(Default)]
+pub struct Shared {
+    pub ready: AtomicUsize,
+    pub failed: AtomicUsize,
+    pub events: AtomicU64,
+    pub msg_events: AtomicU64,
+    pub done: AtomicBool,
+    /// Messages posted in each pass, set before `done`.
+    pub posted: Mutex<[u64; 2]>,
+}
+
+/// One thread's results.
+pub struct ThreadResult {
+    pub hist: [Histogram<u64>; 2],
+    pub lost: [u64; 2],
+    pub dup: [u64; 2],
+}
+
+struct Track {
+    room: usize,
+    last: [i64; 2],
+    lost: [u64; 2],
+    dup: [u64; 2],
+}
+
+/// The imrelay streams a session subscribes to, for DDP clients.
+const USER_STREAMS: [&str; 5] = [
+    "subscriptions-changed",
+    "rooms-changed",
+    "notification",
+    "message",
+    "force_logout",
+];
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn is_message_event(frame: &[u8], kind: Kind) -> bool {
+    let head = &frame[..frame.len().min(140)];
+    match kind {
+        Kind::Native => memmem::find(head, b"\"getRoomMessageNotification\"").is_some(),
+        Kind::Ddp | Kind::Forwarder => memmem::find(head, b"\"__my_messages__\"").is_some(),
+    }
+}
+
+fn is_event(frame: &[u8], kind: Kind) -> bool {
+    match kind {
+        Kind::Native => frame.starts_with(br#"{"type":"event""#),
+        Kind::Ddp | Kind::Forwarder => frame.starts_with(br#"{"msg":"changed""#),
+    }
+}
+
+/// `"msg":"lg<pass> <seq> <µs>"` → (pass, seq, µs).
+fn stamp(frame: &[u8]) -> Option<(usize, u64, u64)> {
+    let at = memmem::find(frame, b"\"msg\":\"lg")? + 9;
+    let rest = &frame[at..];
+    let end = rest.iter().position(|b| *b == b'"')?;
+    let s = std::str::from_utf8(&rest[..end]).ok()?;
+    let mut p = s.split(' ');
+    let pass: usize = p.next()?.parse().ok()?;
+    Some((
+        pass.checked_sub(1)?,
+        p.next()?.parse().ok()?,
+        p.next()?.parse().ok()?,
+    ))
+}
+
+type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+
+async fn open(t: &Target) -> Option<Socket> {
+    let (_, mut ws) = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+        .ws(t.url.as_str())
+        .max_frame_size(16 << 20)
+        .connect()
+        .await
+        .ok()?;
+    let wanted = match t.kind {
+        Kind::Native => 1,
+        Kind::Forwarder => 1,
+        Kind::Ddp => {
+            let mut frames = vec![
+                json!({"msg": "connect", "version": "1", "support": ["1"]}),
+                json!({"msg": "method", "method": "login", "id": "1", "params": [{"resume": t.token}]}),
+                json!({"msg": "sub", "id": "s0", "name": "stream-room-messages", "params": ["__my_messages__", false]}),
+            ];
+            for (i, ev) in USER_STREAMS.iter().enumerate() {
+                frames.push(json!({"msg": "sub", "id": format!("s{}", i + 1), "name": "stream-notify-user", "params": [format!("{}/{ev}", t.uid), false]}));
+            }
+            for f in frames {
+                ws.send(awc::ws::Message::Text(f.to_string().into()))
+                    .await
+                    .ok()?;
+            }
+            1 + USER_STREAMS.len()
+        }
+    };
+    // Native: the welcome. Forwarder: its own "fwd-ready". DDP: one ready per sub.
+    let mut seen = 0;
+    while seen < wanted {
+        match ws.next().await? {
+            Ok(awc::ws::Frame::Text(b)) => {
+                let ok = match t.kind {
+                    Kind::Native => b.starts_with(br#"{"type":"welcome""#),
+                    Kind::Forwarder => memmem::find(&b, b"fwd-ready").is_some(),
+                    Kind::Ddp => b.starts_with(br#"{"msg":"ready""#),
+                };
+                seen += usize::from(ok);
+            }
+            Ok(awc::ws::Frame::Ping(p)) => ws.send(awc::ws::Message::Pong(p)).await.ok()?,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(ws)
+}
+
+struct Ctx {
+    shared: Arc<Shared>,
+    hist: Rc<RefCell<[Histogram<u64>; 2]>>,
+    tracks: Rc<RefCell<Vec<Track>>>,
+    rooms: usize,
+}
+
+async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
+    while let Some(frame) = ws.next().await {
+        match frame {
+            Ok(awc::ws::Frame::Text(b)) => {
+                if !is_event(&b, kind) {
+                    if b.starts_with(br#"{"msg":"ping""#) {
+                        let _ = ws
+                            .send(awc::ws::Message::Text(r#"{"msg":"pong"}"#.into()))
+                            .await;
+                    }
+                    continue;
+                }
+                ctx.shared.events.fetch_add(1, Ordering::Relaxed);
+                if !is_message_event(&b, kind) {
+                    continue;
+                }
+                ctx.shared.msg_events.fetch_add(1, Ordering::Relaxed);
+                let Some((pass, seq, ts)) = stamp(&b) else {
+                    continue;
+                };
+                if pass > 1 {
+                    continue;
+                }
+                let _ = ctx.hist.borrow_mut()[pass].record(now_micros().saturating_sub(ts).max(1));
+                let mut tracks = ctx.tracks.borrow_mut();
+                let t = &mut tracks[slot];
+                let idx = (seq / ctx.rooms as u64) as i64;
+                if seq as usize % ctx.rooms != t.room || idx <= t.last[pass] {
+                    t.dup[pass] += 1;
+                } else {
+                    t.lost[pass] += (idx - t.last[pass] - 1) as u64;
+                    t.last[pass] = idx;
+                }
+            }
+            Ok(awc::ws::Frame::Ping(p)) => {
+                let _ = ws.send(awc::ws::Message::Pong(p)).await;
+            }
+            Ok(awc::ws::Frame::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Starts the clients on `threads` threads; returns their join handles.
+pub fn spawn(
+    targets: Vec<Target>,
+    threads: usize,
+    rooms: usize,
+    shared: Arc<Shared>,
+) -> Vec<std::thread::JoinHandle<ThreadResult>> {
+    let per = targets.len().div_ceil(threads.max(1)).max(1);
+    targets
+        .chunks(per)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    let hist = || {
+                        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+                    };
+                    let ctx = Rc::new(Ctx {
+                        shared: Arc::clone(&shared),
+                        hist: Rc::new(RefCell::new([hist(), hist()])),
+                        tracks: Rc::new(RefCell::new(
+                            chunk
+                                .iter()
+                                .map(|t| Track {
+                                    room: t.room,
+                                    last: [-1; 2],
+                                    lost: [0; 2],
+                                    dup: [0; 2],
+                                })
+                                .collect(),
+                        )),
+                        rooms,
+                    });
+                    let mut slot = 0;
+                    // Waves keep the servers' accept queues from overflowing.
+                    for wave in chunk.chunks(200) {
+                        let opened = futures_util::future::join_all(wave.iter().map(open)).await;
+                        for (ws, t) in opened.into_iter().zip(wave) {
+                            match ws {
+                                Some(ws) => {
+                                    shared.ready.fetch_add(1, Ordering::Relaxed);
+                                    actix_rt::spawn(read(ws, t.kind, slot, Rc::clone(&ctx)));
+                                }
+                                None => {
+                                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            slot += 1;
+                        }
+                    }
+                    while !shared.done.load(Ordering::Relaxed) {
+                        actix_rt::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let posted = *shared.posted.lock().expect("not poisoned");
+                    let mut lost = [0; 2];
+                    let mut dup = [0; 2];
+                    for t in ctx.tracks.borrow().iter() {
+                        for p in 0..2 {
+                            // Messages this client's room got in pass p.
+                            let expected = posted[p] / rooms as u64
+                                + u64::from((t.room as u64) < posted[p] % rooms as u64);
+                            lost[p] += t.lost[p] + (expected as i64 - 1 - t.last[p]).max(0) as u64;
+                            dup[p] += t.dup[p];
+                        }
+                    }
+                    let hist = ctx.hist.borrow().clone();
+                    ThreadResult { hist, lost, dup }
+                })
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_and_kinds() {
+        let native = br#"{"type":"event","seq":3,"event":"getRoomMessageNotification","data":{"_id":"x","msg":"lg1 42 1700000000000000"}}"#;
+        assert!(is_event(native, Kind::Native) && is_message_event(native, Kind::Native));
+        assert_eq!(stamp(native), Some((0, 42, 1_700_000_000_000_000)));
+        let ddp = br#"{"msg":"changed","collection":"stream-room-messages","id":"id","fields":{"eventName":"__my_messages__","args":[{"msg":"lg2 7 9"}]}}"#;
+        assert!(is_message_event(ddp, Kind::Ddp));
+        assert_eq!(stamp(ddp), Some((1, 7, 9)));
+        let room = br#"{"msg":"changed","collection":"stream-notify-user","id":"id","fields":{"eventName":"u/rooms-changed","args":["updated",{"lastMessage":{"msg":"lg1 1 1"}}]}}"#;
+        assert!(is_event(room, Kind::Ddp) && !is_message_event(room, Kind::Ddp));
+    }
+}

@@ -1,0 +1,122 @@
+//! Child processes (rcsim, imrelay, the bare forwarder) and what /proc says
+//! about them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child that is killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+    /// Resident memory once ready, before load (KiB).
+    pub base_rss: u64,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `cmd` and reads stdout until a line containing `http://`; the
+    /// first `http://…` word of it is the child's URL.
+    pub fn start(name: &'static str, mut cmd: Command) -> Result<Proc, String> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({cmd:?}): {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url.to_string());
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|_| format!("{name} did not print its URL"))?;
+        let mut p = Proc {
+            child,
+            url,
+            base_rss: 0,
+        };
+        p.base_rss = p.rss_kib();
+        Ok(p)
+    }
+
+    /// Starts `cmd` whose URL is known in advance.
+    pub fn spawn(name: &'static str, mut cmd: Command, url: String) -> Result<Proc, String> {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        Ok(Proc {
+            child,
+            url,
+            base_rss: 0,
+        })
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.child.id())
+    }
+}
+
+/// User + system CPU seconds of a process (fields 14 and 15 of /proc/pid/stat).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A binary next to this one (target/<profile>/), or the given path.
+pub fn sibling(name: &str, given: &Option<String>) -> String {
+    given.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| Some(p.parent()?.join(name)))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| name.to_string())
+    })
+}
+
+/// Polls `cond` every 10 ms until it holds, at most `timeout`.
+pub fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(), String> {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
