@@ -52,7 +52,7 @@ async fn close_code(s: &mut tokio::net::TcpStream) -> u16 {
 
 #[actix_rt::test]
 async fn a_slow_client_is_closed_with_4008_while_a_fast_one_keeps_up() {
-    let env = start(Settings::default(), |c| c.client.queue_limit = 8).await;
+    let env = start(Settings::default(), |c| c.client.queue_limit = 64).await;
     env.sync("alice").await;
     env.sync("bob").await;
     env.login("bob").await;

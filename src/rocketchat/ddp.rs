@@ -1,10 +1,13 @@
 //! DDP frames (`protocol/rocketchat.md` §2–§3).
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
-/// A server frame, by `msg`.
-#[derive(Debug, PartialEq)]
-pub enum ServerMsg {
+/// A server frame, by `msg`. Borrows from the frame's bytes.
+#[derive(Debug)]
+pub enum ServerMsg<'a> {
     /// `connected`.
     Connected,
     /// `failed`: no common version.
@@ -29,14 +32,14 @@ pub enum ServerMsg {
         /// Why.
         error: Option<Value>,
     },
-    /// `changed` on a stream collection.
+    /// `changed` on a stream collection (the hot path: nothing is copied).
     Changed {
         /// e.g. `stream-notify-user`.
-        collection: String,
+        collection: Cow<'a, str>,
         /// `fields.eventName`.
-        event_name: String,
-        /// `fields.args`.
-        args: Value,
+        event_name: Cow<'a, str>,
+        /// `fields.args`, each left as raw JSON.
+        args: Vec<&'a RawValue>,
     },
     /// `error`: the server could not parse or accept a frame.
     Error(String),
@@ -44,52 +47,75 @@ pub enum ServerMsg {
     Other,
 }
 
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(borrow)]
+    msg: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    collection: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    fields: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+    subs: Option<Vec<String>>,
+    version: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, rename = "eventName")]
+    event_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    args: Vec<&'a RawValue>,
+}
+
+fn value(raw: Option<&RawValue>) -> Option<Value> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
 /// Parses a text frame.
-pub fn parse(text: &[u8]) -> Result<ServerMsg, serde_json::Error> {
-    let v: Value = serde_json::from_slice(text)?;
-    let s = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+pub fn parse(text: &[u8]) -> Result<ServerMsg<'_>, serde_json::Error> {
+    let f: Frame<'_> = serde_json::from_slice(text)?;
+    let id = || {
+        f.id.map(|i| {
+            serde_json::from_str::<String>(i.get()).unwrap_or_else(|_| i.get().to_string())
+        })
+        .unwrap_or_default()
     };
-    Ok(match v.get("msg").and_then(Value::as_str) {
-        Some("connected") => ServerMsg::Connected,
-        Some("failed") => ServerMsg::Failed(s("version")),
-        Some("ping") => ServerMsg::Ping(v.get("id").cloned()),
-        Some("result") => ServerMsg::Result {
-            id: s("id"),
-            result: v.get("result").cloned(),
-            error: v.get("error").cloned(),
-        },
-        Some("ready") => ServerMsg::Ready(
-            v.get("subs")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        ),
-        Some("nosub") => ServerMsg::NoSub {
-            id: s("id"),
-            error: v.get("error").cloned(),
-        },
+    Ok(match f.msg.as_deref() {
         Some("changed") => {
-            let fields = v.get("fields").cloned().unwrap_or(Value::Null);
+            let fields: Fields<'_> = match f.fields {
+                Some(raw) => serde_json::from_str(raw.get())?,
+                None => Fields {
+                    event_name: None,
+                    args: vec![],
+                },
+            };
             ServerMsg::Changed {
-                collection: s("collection"),
-                event_name: fields
-                    .get("eventName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                args: fields.get("args").cloned().unwrap_or(Value::Null),
+                collection: f.collection.unwrap_or_default(),
+                event_name: fields.event_name.unwrap_or_default(),
+                args: fields.args,
             }
         }
-        Some("error") => ServerMsg::Error(s("reason")),
+        Some("connected") => ServerMsg::Connected,
+        Some("failed") => ServerMsg::Failed(f.version.unwrap_or_default()),
+        Some("ping") => ServerMsg::Ping(value(f.id)),
+        Some("result") => ServerMsg::Result {
+            id: id(),
+            result: value(f.result),
+            error: value(f.error),
+        },
+        Some("ready") => ServerMsg::Ready(f.subs.unwrap_or_default()),
+        Some("nosub") => ServerMsg::NoSub {
+            id: id(),
+            error: value(f.error),
+        },
+        Some("error") => ServerMsg::Error(f.reason.unwrap_or_default()),
         _ => ServerMsg::Other,
     })
 }
@@ -143,18 +169,25 @@ mod tests {
 
     #[test]
     fn parses_frames() {
-        assert_eq!(parse(br#"{"server_id":"0"}"#).unwrap(), ServerMsg::Other);
-        assert_eq!(
-            parse(br#"{"msg":"ping","id":"7"}"#).unwrap(),
-            ServerMsg::Ping(Some(json!("7")))
-        );
-        assert_eq!(
-            parse(br#"{"msg":"result","id":"1"}"#).unwrap(),
-            ServerMsg::Result {
-                id: "1".into(),
-                result: None,
-                error: None
+        assert!(matches!(
+            parse(br#"{"server_id":"0"}"#).unwrap(),
+            ServerMsg::Other
+        ));
+        match parse(br#"{"msg":"changed","collection":"stream-notify-user","id":"id","fields":{"eventName":"u/message","args":[{"a":1},"x"]}}"#).unwrap() {
+            ServerMsg::Changed { collection, event_name, args } => {
+                assert_eq!((collection.as_ref(), event_name.as_ref()), ("stream-notify-user", "u/message"));
+                assert_eq!(args.iter().map(|a| a.get()).collect::<Vec<_>>(), [r#"{"a":1}"#, r#""x""#]);
             }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(parse(br#"{"msg":"result","id":"1","error":{"error":403}}"#).unwrap(), ServerMsg::Result { id, result: None, error: Some(e) } if id == "1" && e == json!({"error": 403}))
+        );
+        assert!(
+            matches!(parse(br#"{"msg":"ping","id":"7"}"#).unwrap(), ServerMsg::Ping(Some(v)) if v == json!("7"))
+        );
+        assert!(
+            matches!(parse(br#"{"msg":"result","id":"1"}"#).unwrap(), ServerMsg::Result { id, result: None, error: None } if id == "1")
         );
         assert!(parse(b"nope").is_err());
         assert_eq!(pong(Some(json!("7"))), r#"{"msg":"pong","id":"7"}"#);

@@ -5,7 +5,7 @@
 pub mod ddp;
 pub mod rest;
 
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::time::Duration;
@@ -36,8 +36,9 @@ pub fn sha256_hex(text: &str) -> String {
 pub struct Event {
     /// `getRoomMessageNotification`, …
     pub name: &'static str,
-    /// The payload, Rocket.Chat objects as they came (EJSON dates).
-    pub data: Value,
+    /// The payload as JSON text: Rocket.Chat's objects exactly as they came
+    /// over DDP (EJSON dates), never parsed into values and re-serialised.
+    pub data: String,
 }
 
 /// What a Rocket.Chat call can go wrong with, in terms a backend can act on.
@@ -118,54 +119,55 @@ pub enum Mapped {
     Ignore,
 }
 
-fn method_word(w: &Value) -> &'static str {
-    match w.as_str() {
-        Some("inserted") => "insert",
-        Some("removed") => "remove",
+fn method_word(action: &RawValue) -> &'static str {
+    match action.get() {
+        "\"inserted\"" => "insert",
+        "\"removed\"" => "remove",
         _ => "update",
     }
 }
 
-/// Maps a `changed` stream event to a client event (DESIGN §4).
-pub fn map_event(collection: &str, event_name: &str, args: &Value) -> Mapped {
-    let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
+/// Maps a `changed` stream event to a client event (DESIGN §4). The
+/// arguments stay raw JSON text: the hot path copies bytes, it does not
+/// build values.
+pub fn map_event(collection: &str, event_name: &str, args: &[&RawValue]) -> Mapped {
+    let arg = |i: usize| args.get(i).map_or("null", |a| a.get());
+    let event = |name, data: String| Mapped::Event(Event { name, data });
     match collection {
         "stream-room-messages" if event_name == "__my_messages__" => {
             // Rocket.Chat also streams public rooms the user merely can read.
-            if args
+            #[derive(serde::Deserialize)]
+            struct Meta {
+                #[serde(rename = "roomParticipant")]
+                room_participant: Option<bool>,
+            }
+            let participant = args
                 .get(1)
-                .and_then(|m| m.get("roomParticipant"))
-                .and_then(Value::as_bool)
-                == Some(true)
-            {
-                Mapped::Event(Event {
-                    name: "getRoomMessageNotification",
-                    data: arg(0),
-                })
+                .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok())
+                .and_then(|m| m.room_participant);
+            if participant == Some(true) {
+                event("getRoomMessageNotification", arg(0).to_string())
             } else {
                 Mapped::Ignore
             }
         }
-        "stream-notify-user" => match event_name.rsplit_once('/').map(|(_, e)| e) {
-            Some("subscriptions-changed") => Mapped::Event(Event {
-                name: "getRoomSubscriptionChangedNotification",
-                data: json!({"method": method_word(&arg(0)), "msg": arg(1)}),
-            }),
-            Some("rooms-changed") => Mapped::Event(Event {
-                name: "getRoomChangedNotification",
-                data: json!({"method": method_word(&arg(0)), "room": arg(1)}),
-            }),
-            Some("notification") => Mapped::Event(Event {
-                name: "getDesktopNotification",
-                data: arg(0),
-            }),
-            Some("message") => Mapped::Event(Event {
-                name: "getEphemeralMessage",
-                data: arg(0),
-            }),
-            Some("force_logout") => Mapped::Revoked,
-            _ => Mapped::Ignore,
-        },
+        "stream-notify-user" => {
+            let method = || args.first().map_or("update", |a| method_word(a));
+            match event_name.rsplit_once('/').map(|(_, e)| e) {
+                Some("subscriptions-changed") => event(
+                    "getRoomSubscriptionChangedNotification",
+                    format!(r#"{{"method":"{}","msg":{}}}"#, method(), arg(1)),
+                ),
+                Some("rooms-changed") => event(
+                    "getRoomChangedNotification",
+                    format!(r#"{{"method":"{}","room":{}}}"#, method(), arg(1)),
+                ),
+                Some("notification") => event("getDesktopNotification", arg(0).to_string()),
+                Some("message") => event("getEphemeralMessage", arg(0).to_string()),
+                Some("force_logout") => Mapped::Revoked,
+                _ => Mapped::Ignore,
+            }
+        }
         _ => Mapped::Ignore,
     }
 }
@@ -182,57 +184,82 @@ pub const USER_EVENTS: [&str; 5] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    fn mapped(collection: &str, event: &str, args: Value) -> Mapped {
+        let raw: Vec<Box<RawValue>> = args
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| serde_json::value::to_raw_value(a).unwrap())
+            .collect();
+        let refs: Vec<&RawValue> = raw.iter().map(|r| r.as_ref()).collect();
+        map_event(collection, event, &refs)
+    }
+
+    fn data(m: Mapped) -> (&'static str, Value) {
+        match m {
+            Mapped::Event(e) => (e.name, serde_json::from_str(&e.data).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn maps_events_as_the_design_says() {
         let msg = json!({"_id": "m", "rid": "r", "msg": "hi"});
         assert_eq!(
-            map_event(
+            data(mapped(
                 "stream-room-messages",
                 "__my_messages__",
-                &json!([msg, {"roomParticipant": true, "roomType": "d"}])
-            ),
-            Mapped::Event(Event {
-                name: "getRoomMessageNotification",
-                data: msg.clone()
-            })
+                json!([msg, {"roomParticipant": true, "roomType": "d"}])
+            )),
+            ("getRoomMessageNotification", msg.clone())
         );
         assert_eq!(
-            map_event(
+            mapped(
                 "stream-room-messages",
                 "__my_messages__",
-                &json!([msg, {"roomParticipant": false}])
+                json!([msg, {"roomParticipant": false}])
             ),
             Mapped::Ignore
         );
         assert_eq!(
-            map_event(
+            data(mapped(
                 "stream-notify-user",
                 "u1/subscriptions-changed",
-                &json!(["inserted", {"_id": "s"}])
-            ),
-            Mapped::Event(Event {
-                name: "getRoomSubscriptionChangedNotification",
-                data: json!({"method": "insert", "msg": {"_id": "s"}})
-            })
+                json!(["inserted", {"_id": "s"}])
+            )),
+            (
+                "getRoomSubscriptionChangedNotification",
+                json!({"method": "insert", "msg": {"_id": "s"}})
+            )
         );
         assert_eq!(
-            map_event(
+            data(mapped(
                 "stream-notify-user",
                 "u1/rooms-changed",
-                &json!(["removed", {"_id": "r"}])
-            ),
-            Mapped::Event(Event {
-                name: "getRoomChangedNotification",
-                data: json!({"method": "remove", "room": {"_id": "r"}})
-            })
+                json!(["removed", {"_id": "r"}])
+            )),
+            (
+                "getRoomChangedNotification",
+                json!({"method": "remove", "room": {"_id": "r"}})
+            )
         );
         assert_eq!(
-            map_event("stream-notify-user", "u1/force_logout", &json!([])),
+            data(mapped(
+                "stream-notify-user",
+                "u1/subscriptions-changed",
+                json!(["updated", {"_id": "s"}])
+            ))
+            .1["method"],
+            "update"
+        );
+        assert_eq!(
+            mapped("stream-notify-user", "u1/force_logout", json!([])),
             Mapped::Revoked
         );
         assert_eq!(
-            map_event("stream-notify-user", "u1/userData", &json!([{}])),
+            mapped("stream-notify-user", "u1/userData", json!([{}])),
             Mapped::Ignore
         );
     }

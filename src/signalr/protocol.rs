@@ -131,7 +131,7 @@ mod tests {
         assert!(parse("{}").is_err());
         let e = Event {
             name: "getRoomMessageNotification",
-            data: json!({"msg": "hi"}),
+            data: r#"{"msg":"hi"}"#.to_string(),
         };
         assert_eq!(&*invocation_frame(&e), "{\"type\":1,\"target\":\"getRoomMessageNotification\",\"arguments\":[{\"msg\":\"hi\"}]}\u{1e}");
         assert_eq!(
