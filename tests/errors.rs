@@ -89,7 +89,12 @@ async fn backend_api_rejects_bad_requests_clearly() {
         r.body
     );
     // The demo's page and endpoints never exist in a configured daemon.
-    assert_eq!(env.call("POST", "/demo/login/alice", None, None).await.status, 404);
+    assert_eq!(
+        env.call("POST", "/demo/login/alice", None, None)
+            .await
+            .status,
+        404
+    );
     assert_eq!(env.call("GET", "/", None, None).await.status, 404);
     let r = env.api("GET", "/nope", None).await;
     assert_eq!(
