@@ -31,6 +31,17 @@ pub enum FromConn {
     },
 }
 
+thread_local! {
+    /// One HTTP client per thread for every DDP connection: a client per
+    /// connection builds its own connector and TLS configuration.
+    static CLIENT: awc::Client = awc::Client::builder()
+        // A websocket holds its pooled connection for life; the default
+        // limit (100 per scheme) would stall the 101st session.
+        .connector(awc::Connector::new().limit(0))
+        .max_http_version(awc::http::Version::HTTP_11)
+        .finish();
+}
+
 /// Runs one connection until it closes or the actor drops `rx`'s sender.
 pub async fn run(
     url: String,
@@ -39,9 +50,7 @@ pub async fn run(
     to: Recipient<FromConn>,
     mut rx: UnboundedReceiver<String>,
 ) {
-    let client = awc::Client::builder()
-        .max_http_version(awc::http::Version::HTTP_11)
-        .finish();
+    let client = CLIENT.with(Clone::clone);
     let framed = match client
         .ws(url.as_str())
         .max_frame_size(max_frame)
