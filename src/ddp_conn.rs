@@ -7,8 +7,10 @@
 use crate::fragments::{Fragment, Reassembler};
 use crate::rocketchat::ddp;
 use actix::prelude::*;
+use actix_codec::{Decoder, Encoder};
 use awc::ws::{CloseCode, Frame, Message};
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// What a connection task tells its actor.
@@ -42,13 +44,18 @@ thread_local! {
         .finish();
 }
 
+/// Room kept free in the read buffer before each read.
+const READ_CHUNK: usize = 2048;
+/// An idle connection's read buffer shrinks back below this.
+const IDLE_BUFFER: usize = 4096;
+
 /// Runs one connection until it closes or the actor drops `rx`'s sender.
 pub async fn run(
     url: String,
     max_frame: usize,
     conn: u64,
     to: Recipient<FromConn>,
-    mut rx: UnboundedReceiver<String>,
+    rx: UnboundedReceiver<String>,
 ) {
     let client = CLIENT.with(Clone::clone);
     let framed = match client
@@ -66,72 +73,127 @@ pub async fn run(
             return;
         }
     };
-    let (mut sink, mut stream) = framed.split();
+    // awc's Framed keeps 8 KiB read and 8 KiB write buffers per connection for
+    // life (16 KiB a session, the biggest part of its memory): after the
+    // handshake the socket is driven here with buffers sized to the traffic.
+    let parts = framed.into_parts();
+    let error = drive(
+        parts.io,
+        parts.codec,
+        parts.read_buf,
+        max_frame,
+        conn,
+        &to,
+        rx,
+    )
+    .await;
+    to.do_send(FromConn::Closed { conn, error });
+}
+
+async fn drive(
+    io: awc::BoxedSocket,
+    mut codec: awc::ws::Codec,
+    mut buf: BytesMut,
+    max_frame: usize,
+    conn: u64,
+    to: &Recipient<FromConn>,
+    mut rx: UnboundedReceiver<String>,
+) -> String {
+    let (mut reader, mut writer) = tokio::io::split(io);
     let mut reasm = Reassembler::default();
-    let error;
-    if sink
-        .send(Message::Text(ddp::connect().into()))
-        .await
-        .is_err()
+    if let Err(e) = send(
+        &mut writer,
+        &mut codec,
+        Message::Text(ddp::connect().into()),
+    )
+    .await
     {
-        to.do_send(FromConn::Closed {
-            conn,
-            error: "the socket closed at once".into(),
-        });
-        return;
+        return format!("write failed: {e}");
     }
     loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(text) => {
-                    if let Err(e) = sink.send(Message::Text(text.into())).await {
-                        error = format!("write failed: {e}");
-                        break;
-                    }
-                }
-                None => {
-                    let _ = sink.send(Message::Close(Some(CloseCode::Normal.into()))).await;
-                    return;
-                }
-            },
-            frame = stream.next() => match frame {
-                Some(Ok(Frame::Text(text))) => to.do_send(FromConn::Text { conn, text }),
-                Some(Ok(Frame::Continuation(item))) => {
+        // Whole frames already buffered (the handshake may have brought some).
+        loop {
+            let frame = match codec.decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return format!("websocket error: {e}"),
+            };
+            match frame {
+                Frame::Text(text) => to.do_send(FromConn::Text { conn, text }),
+                Frame::Continuation(item) => {
                     use actix_http::ws::Item;
                     let r = match item {
                         Item::FirstText(b) => reasm.first(&b, max_frame),
-                        Item::FirstBinary(_) => Fragment::Violation("a fragmented binary message".into()),
+                        Item::FirstBinary(_) => {
+                            Fragment::Violation("a fragmented binary message".into())
+                        }
                         Item::Continue(b) => reasm.more(&b, max_frame),
                         Item::Last(b) => reasm.last(&b, max_frame),
                     };
                     match r {
                         Fragment::Pending => {}
-                        Fragment::Complete(text) => to.do_send(FromConn::Text { conn, text: text.into() }),
+                        Fragment::Complete(text) => to.do_send(FromConn::Text {
+                            conn,
+                            text: text.into(),
+                        }),
                         Fragment::Violation(v) => {
-                            error = format!("protocol violation from Rocket.Chat: {v}");
-                            let _ = sink.send(Message::Close(Some(CloseCode::Size.into()))).await;
-                            break;
+                            let _ = send(
+                                &mut writer,
+                                &mut codec,
+                                Message::Close(Some(CloseCode::Size.into())),
+                            )
+                            .await;
+                            return format!("protocol violation from Rocket.Chat: {v}");
                         }
                     }
                 }
-                Some(Ok(Frame::Ping(p))) => {
-                    let _ = sink.send(Message::Pong(p)).await;
+                Frame::Ping(p) => {
+                    let _ = send(&mut writer, &mut codec, Message::Pong(p)).await;
                 }
-                Some(Ok(Frame::Close(reason))) => {
-                    error = format!("Rocket.Chat closed the socket ({})", reason.map_or("no code".into(), |r| format!("{:?}", r.code)));
-                    break;
+                Frame::Close(reason) => {
+                    return format!(
+                        "Rocket.Chat closed the socket ({})",
+                        reason.map_or("no code".into(), |r| format!("{:?}", r.code))
+                    );
                 }
-                Some(Ok(Frame::Pong(_) | Frame::Binary(_))) => {}
-                Some(Err(e)) => {
-                    error = format!("websocket error: {e}");
-                    break;
+                Frame::Pong(_) | Frame::Binary(_) => {}
+            }
+        }
+        if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
+            buf = BytesMut::new();
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(text) => {
+                    if let Err(e) = send(&mut writer, &mut codec, Message::Text(text.into())).await {
+                        return format!("write failed: {e}");
+                    }
                 }
                 None => {
-                    error = "the connection ended without a close frame".into();
-                    break;
+                    let _ = send(&mut writer, &mut codec, Message::Close(Some(CloseCode::Normal.into()))).await;
+                    return "closed by imrelay".into();
                 }
+            },
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => return "the connection ended without a close frame".into(),
+                Ok(_) => {}
+                Err(e) => return format!("read failed: {e}"),
             },
         }
     }
-    to.do_send(FromConn::Closed { conn, error });
+}
+
+/// Encodes one message into a short-lived buffer and writes it out.
+async fn send(
+    writer: &mut WriteHalf<awc::BoxedSocket>,
+    codec: &mut awc::ws::Codec,
+    msg: Message,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    codec.encode(msg, &mut out).map_err(std::io::Error::other)?;
+    writer.write_all(&out).await?;
+    writer.flush().await
 }
