@@ -81,6 +81,14 @@ impl TokenCache {
         Some(e.clone())
     }
 
+    /// Extends an entry's deadline even if it has just passed (connected
+    /// clients keep their user's session).
+    pub fn extend(&self, username: &str) {
+        if let Some(mut e) = self.entries.get_mut(username) {
+            e.expires_at = Instant::now() + self.ttl;
+        }
+    }
+
     /// Stores a new Rocket.Chat login as a new generation. The client token
     /// survives a generation change (clients stay connected across it).
     pub fn install(&self, username: &str, rc_user_id: &str, rc_token: &str) -> Entry {
