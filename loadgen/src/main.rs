@@ -61,6 +61,9 @@ struct Args {
     /// Client threads in this process.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Logins in flight at once (each takes a DDP round trip or three).
+    #[arg(long, default_value_t = 256)]
+    login_concurrency: usize,
     /// Which modes, in order.
     #[arg(
         long,
@@ -242,10 +245,10 @@ fn setup(mode: Mode, a: &Args) -> Result<Setup, String> {
                     .unwrap_or(false)
             })?;
             relay.base_rss = relay.rss_kib();
-            // Log everyone in, 64 at a time: login -> DDP login -> 6 subscriptions.
+            // Log everyone in: login -> DDP login -> 6 subscriptions.
             let t0 = Instant::now();
             let names: Vec<String> = users.iter().map(|(u, _, _)| u.clone()).collect();
-            let tokens = parallel(&names, 64, |u| {
+            let tokens = parallel(&names, a.login_concurrency, |u| {
                 http::ok(
                     &url,
                     "POST",
@@ -591,7 +594,7 @@ fn main() {
     say(format!("ratios (imrelay / reference): {ratios}"));
     let report = json!({
         "machine": {"cores": cores, "memory": mem, "nofile": nofile},
-        "config": {"users": a.users, "clients_per_user": a.clients, "room_size": a.room_size, "messages": a.messages, "client_threads": a.threads, "quick": a.quick},
+        "config": {"users": a.users, "clients_per_user": a.clients, "room_size": a.room_size, "messages": a.messages, "client_threads": a.threads, "login_concurrency": a.login_concurrency, "quick": a.quick},
         "modes": results, "ratios": ratios,
     });
     if let Some(dir) = std::path::Path::new(&a.json).parent() {
