@@ -48,6 +48,8 @@ thread_local! {
 const READ_CHUNK: usize = 2048;
 /// An idle connection's read buffer shrinks back below this.
 const IDLE_BUFFER: usize = 4096;
+/// How long a closing connection waits for the server's Close frame.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs one connection until it closes or the actor drops `rx`'s sender.
 pub async fn run(
@@ -87,6 +89,7 @@ pub async fn run(
         rx,
     )
     .await;
+    log::debug!("DDP connection {conn} ended: {error}");
     to.do_send(FromConn::Closed { conn, error });
 }
 
@@ -121,15 +124,7 @@ async fn drive(
             match frame {
                 Frame::Text(text) => to.do_send(FromConn::Text { conn, text }),
                 Frame::Continuation(item) => {
-                    use actix_http::ws::Item;
-                    let r = match item {
-                        Item::FirstText(b) => reasm.first(&b, max_frame),
-                        Item::FirstBinary(_) => {
-                            Fragment::Violation("a fragmented binary message".into())
-                        }
-                        Item::Continue(b) => reasm.more(&b, max_frame),
-                        Item::Last(b) => reasm.last(&b, max_frame),
-                    };
+                    let r = reasm.item(item, max_frame);
                     match r {
                         Fragment::Pending => {}
                         Fragment::Complete(text) => to.do_send(FromConn::Text {
@@ -174,6 +169,23 @@ async fn drive(
                 }
                 None => {
                     let _ = send(&mut writer, &mut codec, Message::Close(Some(CloseCode::Normal.into()))).await;
+                    // The closing handshake: closing with unread data makes the
+                    // kernel send a RST, and the server may then drop what it
+                    // had not read yet (a final DDP logout among it).
+                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                        loop {
+                            while let Ok(Some(frame)) = codec.decode(&mut buf) {
+                                if let Frame::Close(_) = frame {
+                                    return;
+                                }
+                            }
+                            buf.reserve(READ_CHUNK);
+                            if !matches!(reader.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                                return;
+                            }
+                        }
+                    })
+                    .await;
                     return "closed by imrelay".into();
                 }
             },
