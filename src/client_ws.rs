@@ -183,14 +183,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ClientSocket {
                 json!({"type": "error", "message": "binary frames are not supported"}).to_string(),
             ),
             Ok(ws::Message::Continuation(item)) => {
-                let r = match item {
-                    actix_http::ws::Item::FirstText(b) => self.reasm.first(&b, MAX_CLIENT_FRAME),
-                    actix_http::ws::Item::FirstBinary(_) => {
-                        Fragment::Violation("binary frames are not supported".into())
-                    }
-                    actix_http::ws::Item::Continue(b) => self.reasm.more(&b, MAX_CLIENT_FRAME),
-                    actix_http::ws::Item::Last(b) => self.reasm.last(&b, MAX_CLIENT_FRAME),
-                };
+                let r = self.reasm.item(item, MAX_CLIENT_FRAME);
                 match r {
                     Fragment::Pending => {}
                     Fragment::Complete(t) => self.on_text(&t, ctx),

@@ -51,6 +51,20 @@ impl Reassembler {
         }
     }
 
+    /// Feeds one continuation frame, as actix hands them over raw.
+    /// Fragmented binary messages are refused: every peer here speaks text.
+    pub fn item(&mut self, item: actix_http::ws::Item, max: usize) -> Fragment {
+        use actix_http::ws::Item;
+        match item {
+            Item::FirstText(b) => self.first(&b, max),
+            Item::FirstBinary(_) => {
+                Fragment::Violation("fragmented binary messages are not supported".into())
+            }
+            Item::Continue(b) => self.more(&b, max),
+            Item::Last(b) => self.last(&b, max),
+        }
+    }
+
     fn push(&mut self, data: &[u8], max: usize) -> Fragment {
         if self.buf.len() + data.len() > max {
             self.active = false;

@@ -165,6 +165,20 @@ fn iso(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The Rocket.Chat user, or 404 `user_not_found`.
+async fn rc_user(state: &AppState, rest: &RestClient, username: &str) -> Result<Value, ApiError> {
+    let pw = state.cfg.rocketchat.admin_password.expose();
+    with_admin(state, async |a| rest.user_info(a, pw, username).await)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                format!("no Rocket.Chat user {username}"),
+            )
+        })
+}
+
 /// `GET /api/v1/users/{username}`.
 pub async fn get_user(
     req: HttpRequest,
@@ -175,15 +189,7 @@ pub async fn get_user(
     authorize(&req, &state)?;
     let username = path.into_inner();
     validate_username(&username)?;
-    let pw = state.cfg.rocketchat.admin_password.expose();
-    let Some(user) = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?
-    else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "user_not_found",
-            format!("no Rocket.Chat user {username}"),
-        ));
-    };
+    let user = rc_user(&state, &rest, &username).await?;
     let snapshot = state.registry.send(Snapshot).await.map_err(mailbox)?;
     let session = state.cache.live(&username).map(|e| {
         let clients = snapshot.get(&username).map_or(0, |u| u.clients);
@@ -203,14 +209,7 @@ pub async fn delete_user(
     let username = path.into_inner();
     validate_username(&username)?;
     let pw = state.cfg.rocketchat.admin_password.expose();
-    let Some(user) = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?
-    else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "user_not_found",
-            format!("no Rocket.Chat user {username}"),
-        ));
-    };
+    let user = rc_user(&state, &rest, &username).await?;
     let uid = user["_id"].as_str().unwrap_or_default().to_string();
     state
         .registry
@@ -316,15 +315,7 @@ pub async fn ensure_login(
                         .create_token_secret
                         .as_ref()
                         .map(|s| s.expose());
-                    let Some(user) =
-                        with_admin(state, async |a| rest.user_info(a, pw, username).await).await?
-                    else {
-                        return Err(ApiError::new(
-                            StatusCode::NOT_FOUND,
-                            "user_not_found",
-                            format!("no Rocket.Chat user {username}"),
-                        ));
-                    };
+                    let user = rc_user(state, rest, username).await?;
                     let uid = user["_id"].as_str().unwrap_or_default().to_string();
                     SessionAuth::Resume(
                         with_admin(state, async |a| {

@@ -244,14 +244,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SignalRSocket {
         match msg {
             Ok(ws::Message::Text(t)) => self.on_text(&t, ctx),
             Ok(ws::Message::Continuation(item)) => {
-                let r = match item {
-                    actix_http::ws::Item::FirstText(b) => self.reasm.first(&b, MAX_CLIENT_FRAME),
-                    actix_http::ws::Item::Continue(b) => self.reasm.more(&b, MAX_CLIENT_FRAME),
-                    actix_http::ws::Item::Last(b) => self.reasm.last(&b, MAX_CLIENT_FRAME),
-                    actix_http::ws::Item::FirstBinary(_) => {
-                        Fragment::Violation("binary frames are not supported".into())
-                    }
-                };
+                let r = self.reasm.item(item, MAX_CLIENT_FRAME);
                 match r {
                     Fragment::Pending => {}
                     Fragment::Complete(bytes) => match String::from_utf8(bytes) {
