@@ -13,7 +13,13 @@ use std::path::PathBuf;
 )]
 struct Cli {
     /// The configuration file.
-    #[arg(long, short, default_value = "config.toml", env = "IMRELAY_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "config.toml",
+        env = "IMRELAY_CONFIG"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,

@@ -119,6 +119,17 @@ async fn bad_config_fails_at_start_naming_the_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // --config is accepted after a subcommand too (as the README writes it).
+    let out = Command::new(BIN)
+        .args(["doctor", "--config", dir.join("c.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lisen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[actix_rt::test]
