@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum Kind {
     /// imrelay's native `/ws`.
     Native,
+    /// imrelay's `/signalr` (JSON hub protocol, skipNegotiation).
+    SignalR,
     /// DDP straight to rcsim (the "direct" reference).
     Ddp,
     /// The bare forwarder (DDP frames, copied).
@@ -79,7 +81,9 @@ fn now_micros() -> u64 {
 fn is_message_event(frame: &[u8], kind: Kind) -> bool {
     let head = &frame[..frame.len().min(140)];
     match kind {
-        Kind::Native => memmem::find(head, b"\"getRoomMessageNotification\"").is_some(),
+        Kind::Native | Kind::SignalR => {
+            memmem::find(head, b"\"getRoomMessageNotification\"").is_some()
+        }
         Kind::Ddp | Kind::Forwarder => memmem::find(head, b"\"__my_messages__\"").is_some(),
     }
 }
@@ -87,6 +91,7 @@ fn is_message_event(frame: &[u8], kind: Kind) -> bool {
 fn is_event(frame: &[u8], kind: Kind) -> bool {
     match kind {
         Kind::Native => frame.starts_with(br#"{"type":"event""#),
+        Kind::SignalR => frame.starts_with(br#"{"type":1,"#),
         Kind::Ddp | Kind::Forwarder => frame.starts_with(br#"{"msg":"changed""#),
     }
 }
@@ -119,6 +124,11 @@ async fn open(t: &Target) -> Option<Socket> {
         .ok()?;
     let wanted = match t.kind {
         Kind::Native => 1,
+        Kind::SignalR => {
+            let hello = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
+            ws.send(awc::ws::Message::Text(hello.into())).await.ok()?;
+            1
+        }
         Kind::Forwarder => 1,
         Kind::Ddp => {
             let mut frames = vec![
@@ -144,6 +154,7 @@ async fn open(t: &Target) -> Option<Socket> {
             Ok(awc::ws::Frame::Text(b)) => {
                 let ok = match t.kind {
                     Kind::Native => b.starts_with(br#"{"type":"welcome""#),
+                    Kind::SignalR => b.starts_with(b"{}\x1e"),
                     Kind::Forwarder => memmem::find(&b, b"fwd-ready").is_some(),
                     Kind::Ddp => b.starts_with(br#"{"msg":"ready""#),
                 };
@@ -172,6 +183,11 @@ async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
                     if b.starts_with(br#"{"msg":"ping""#) {
                         let _ = ws
                             .send(awc::ws::Message::Text(r#"{"msg":"pong"}"#.into()))
+                            .await;
+                    } else if b.starts_with(br#"{"type":6}"#) {
+                        // A SignalR server drops clients silent for 30 s.
+                        let _ = ws
+                            .send(awc::ws::Message::Text("{\"type\":6}\u{1e}".into()))
                             .await;
                     }
                     continue;
@@ -293,6 +309,13 @@ mod tests {
         let ddp = br#"{"msg":"changed","collection":"stream-room-messages","id":"id","fields":{"eventName":"__my_messages__","args":[{"msg":"lg2 7 9"}]}}"#;
         assert!(is_message_event(ddp, Kind::Ddp));
         assert_eq!(stamp(ddp), Some((1, 7, 9)));
+        let sr = "{\"type\":1,\"target\":\"getRoomMessageNotification\",\"arguments\":[{\"msg\":\"lg1 3 5\"}]}\u{1e}";
+        assert!(
+            is_event(sr.as_bytes(), Kind::SignalR)
+                && is_message_event(sr.as_bytes(), Kind::SignalR)
+        );
+        assert_eq!(stamp(sr.as_bytes()), Some((0, 3, 5)));
+        assert!(!is_event(b"{\"type\":6}\x1e", Kind::SignalR));
         let room = br#"{"msg":"changed","collection":"stream-notify-user","id":"id","fields":{"eventName":"u/rooms-changed","args":["updated",{"lastMessage":{"msg":"lg1 1 1"}}]}}"#;
         assert!(is_event(room, Kind::Ddp) && !is_message_event(room, Kind::Ddp));
     }

@@ -38,6 +38,15 @@ enum Mode {
     Forwarder,
 }
 
+/// How imrelay's clients connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// `/ws`.
+    Native,
+    /// `/signalr` (JSON hub protocol).
+    Signalr,
+}
+
 #[derive(Parser)]
 #[command(about = "imrelay's benchmark (loopback only)")]
 struct Args {
@@ -61,6 +70,9 @@ struct Args {
     /// Client threads in this process.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// How imrelay's clients connect.
+    #[arg(long, value_enum, default_value = "native")]
+    protocol: Protocol,
     /// Logins in flight at once (each takes a DDP round trip or three).
     #[arg(long, default_value_t = 256)]
     login_concurrency: usize,
@@ -267,8 +279,14 @@ fn setup(mode: Mode, a: &Args) -> Result<Setup, String> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, tok)| Target {
-                    url: format!("{}/ws?token={tok}", ws(&url)),
-                    kind: Kind::Native,
+                    url: match a.protocol {
+                        Protocol::Native => format!("{}/ws?token={tok}", ws(&url)),
+                        Protocol::Signalr => format!("{}/signalr?access_token={tok}", ws(&url)),
+                    },
+                    kind: match a.protocol {
+                        Protocol::Native => Kind::Native,
+                        Protocol::Signalr => Kind::SignalR,
+                    },
                     uid: users[i].1.clone(),
                     token: tok,
                     room: room_of(i),
@@ -594,7 +612,7 @@ fn main() {
     say(format!("ratios (imrelay / reference): {ratios}"));
     let report = json!({
         "machine": {"cores": cores, "memory": mem, "nofile": nofile},
-        "config": {"users": a.users, "clients_per_user": a.clients, "room_size": a.room_size, "messages": a.messages, "client_threads": a.threads, "login_concurrency": a.login_concurrency, "quick": a.quick},
+        "config": {"users": a.users, "clients_per_user": a.clients, "room_size": a.room_size, "messages": a.messages, "client_threads": a.threads, "login_concurrency": a.login_concurrency, "protocol": format!("{:?}", a.protocol).to_lowercase(), "quick": a.quick},
         "modes": results, "ratios": ratios,
     });
     if let Some(dir) = std::path::Path::new(&a.json).parent() {
