@@ -1274,11 +1274,37 @@ impl Store {
         }
     }
 
+    /// Where a message that has not been deleted is stored.
+    fn live_message(&self, id: &str) -> Option<(String, usize)> {
+        let (rid, i) = self.msg_index.get(id)?.clone();
+        self.messages
+            .get(&rid)?
+            .get(i)?
+            .deleted_at
+            .is_none()
+            .then_some((rid, i))
+    }
+
+    /// Streams a changed message to its room again: Rocket.Chat resends the
+    /// whole message after an edit or a reaction.
+    fn restream(&self, rid: &str, doc: &Value, out: &mut Vec<Emit>) {
+        if let Some(room) = self.rooms.get(rid) {
+            emit_message(
+                rid,
+                room.t,
+                room.name.clone(),
+                Arc::clone(&room.members),
+                room.is_public(),
+                doc,
+                out,
+            );
+        }
+    }
+
     /// A stored message (EJSON), if not deleted.
     pub fn message(&self, id: &str) -> Option<&Value> {
-        let (rid, i) = self.msg_index.get(id)?;
-        let m = self.messages.get(rid)?.get(*i)?;
-        m.deleted_at.is_none().then_some(&m.doc)
+        let (rid, i) = self.live_message(id)?;
+        Some(&self.messages.get(&rid)?.get(i)?.doc)
     }
 
     /// `chat.update`: edits the text; the whole message is re-streamed with
@@ -1291,16 +1317,11 @@ impl Store {
         out: &mut Vec<Emit>,
     ) -> Result<Value, MeteorError> {
         let (rid, i) = self
-            .msg_index
-            .get(id)
-            .cloned()
+            .live_message(id)
             .ok_or_else(|| MeteorError::new("error-invalid-message", "Invalid message"))?;
         let editor = self.users.get(uid).map(User::brief).unwrap_or(Value::Null);
         let now = self.tick();
         let m = &mut self.messages.get_mut(&rid).expect("indexed")[i];
-        if m.deleted_at.is_some() {
-            return Err(MeteorError::new("error-invalid-message", "Invalid message"));
-        }
         if m.doc["u"]["_id"].as_str() != Some(uid) {
             return Err(MeteorError::new(
                 "error-action-not-allowed",
@@ -1314,17 +1335,7 @@ impl Store {
         m.doc["_updatedAt"] = date(now);
         m.updated_at = now;
         let doc = m.doc.clone();
-        if let Some(room) = self.rooms.get(&rid) {
-            emit_message(
-                &rid,
-                room.t,
-                room.name.clone(),
-                Arc::clone(&room.members),
-                room.is_public(),
-                &doc,
-                out,
-            );
-        }
+        self.restream(&rid, &doc, out);
         Ok(doc)
     }
 
@@ -1344,9 +1355,7 @@ impl Store {
             .map(|u| u.username.clone())
             .ok_or_else(|| MeteorError::new("error-invalid-user", "Invalid user"))?;
         let (rid, i) = self
-            .msg_index
-            .get(id)
-            .cloned()
+            .live_message(id)
             .ok_or_else(|| MeteorError::new("error-not-allowed", "Not allowed"))?;
         if !self.can_access(&rid, uid) {
             return Err(MeteorError::new("error-not-allowed", "Not allowed"));
@@ -1387,17 +1396,7 @@ impl Store {
         m.doc["_updatedAt"] = date(now);
         m.updated_at = now;
         let doc = m.doc.clone();
-        if let Some(room) = self.rooms.get(&rid) {
-            emit_message(
-                &rid,
-                room.t,
-                room.name.clone(),
-                Arc::clone(&room.members),
-                room.is_public(),
-                &doc,
-                out,
-            );
-        }
+        self.restream(&rid, &doc, out);
         Ok(())
     }
 
@@ -1410,15 +1409,10 @@ impl Store {
         out: &mut Vec<Emit>,
     ) -> Result<Value, MeteorError> {
         let (rid, i) = self
-            .msg_index
-            .get(id)
-            .cloned()
+            .live_message(id)
             .ok_or_else(|| MeteorError::new("error-invalid-message", "Invalid message"))?;
         let now = self.tick();
         let m = &mut self.messages.get_mut(&rid).expect("indexed")[i];
-        if m.deleted_at.is_some() {
-            return Err(MeteorError::new("error-invalid-message", "Invalid message"));
-        }
         if m.doc["u"]["_id"].as_str() != Some(uid) && !is_admin {
             return Err(MeteorError::new("error-action-not-allowed", "Not allowed"));
         }

@@ -860,4 +860,18 @@ async fn rest_react() {
         hist.body["messages"][0]["reactions"],
         json!({":smile:": {"usernames": ["alice"]}})
     );
+    // A deleted message takes no reactions.
+    let bob = Rest::login(&s, "bob", "bob-pw").await;
+    bob.post(
+        "chat.delete",
+        json!({"roomId": "GENERAL", "msgId": m["_id"]}),
+    )
+    .await;
+    let r = alice
+        .post(
+            "chat.react",
+            json!({"messageId": m["_id"], "emoji": "smile"}),
+        )
+        .await;
+    assert_eq!(r.body["errorType"], "error-not-allowed");
 }
