@@ -20,6 +20,15 @@ async fn backend_api_rejects_bad_requests_clearly() {
         .call("GET", "/api/v1/sessions", None, Some(&API_KEY[..10]))
         .await;
     assert_eq!(prefix.status, 401, "a prefix of the key is not the key");
+    // The key is checked before the body is read: no key, bad JSON, still 401.
+    let unkeyed = env
+        .http
+        .put(format!("{}/api/v1/users/alice", env.url))
+        .content_type("application/json")
+        .send_body("{nope")
+        .await
+        .unwrap();
+    assert_eq!(unkeyed.status().as_u16(), 401);
 
     let r = env
         .api(

@@ -42,6 +42,43 @@ pub fn authorize(req: &HttpRequest, state: &AppState) -> Result<String, ApiError
     })
 }
 
+/// The `{username}` of a backend route, once the API key and then the
+/// username were checked. Listed first in a handler's arguments, so a caller
+/// without a valid key learns nothing about its body.
+pub struct ApiUser(pub String);
+
+#[derive(Deserialize)]
+struct UsernameParam {
+    username: String,
+}
+
+impl actix_web::FromRequest for ApiUser {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<ApiUser, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(api_user(req))
+    }
+}
+
+fn api_user(req: &HttpRequest) -> Result<ApiUser, ApiError> {
+    let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the application state is missing",
+        )
+    })?;
+    authorize(req, state)?;
+    // web::Path decodes the segment exactly as the routes always have.
+    let param = <web::Path<UsernameParam> as actix_web::FromRequest>::extract(req)
+        .into_inner()
+        .map_err(|e| ApiError::bad_request("bad_username", e.to_string()))?
+        .into_inner();
+    validate_username(&param.username)?;
+    Ok(ApiUser(param.username))
+}
+
 /// Rocket.Chat's default username rule, checked before any call.
 pub fn validate_username(u: &str) -> Result<(), ApiError> {
     let ok = !u.is_empty()
@@ -103,15 +140,11 @@ pub struct PutUser {
 
 /// `PUT /api/v1/users/{username}`: create or update the Rocket.Chat user.
 pub async fn put_user(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ApiUser(username): ApiUser,
     body: web::Json<PutUser>,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let username = path.into_inner();
-    validate_username(&username)?;
     let body = body.into_inner();
     let pw = state.cfg.rocketchat.admin_password.expose();
     let existing = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?;
@@ -181,14 +214,10 @@ async fn rc_user(state: &AppState, rest: &RestClient, username: &str) -> Result<
 
 /// `GET /api/v1/users/{username}`.
 pub async fn get_user(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ApiUser(username): ApiUser,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let username = path.into_inner();
-    validate_username(&username)?;
     let user = rc_user(&state, &rest, &username).await?;
     let snapshot = state.registry.send(Snapshot).await.map_err(mailbox)?;
     let session = state.cache.live(&username).map(|e| {
@@ -200,14 +229,10 @@ pub async fn get_user(
 
 /// `DELETE /api/v1/users/{username}`: delete in Rocket.Chat and end the session.
 pub async fn delete_user(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ApiUser(username): ApiUser,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let username = path.into_inner();
-    validate_username(&username)?;
     let pw = state.cfg.rocketchat.admin_password.expose();
     let user = rc_user(&state, &rest, &username).await?;
     let uid = user["_id"].as_str().unwrap_or_default().to_string();
@@ -344,15 +369,11 @@ pub async fn ensure_login(
 
 /// `POST /api/v1/users/{username}/login`: log in (reusing a live token) and start or keep the session.
 pub async fn login(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ApiUser(username): ApiUser,
     body: web::Bytes,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let username = path.into_inner();
-    validate_username(&username)?;
     let body: LoginBody = if body.is_empty() {
         LoginBody::default()
     } else {
@@ -385,13 +406,9 @@ pub async fn login(
 /// `POST /api/v1/users/{username}/reconnect`: the user's clients are told to
 /// reconnect (SignalR: a Close with `allowReconnect`); 204.
 pub async fn reconnect(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ApiUser(username): ApiUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let username = path.into_inner();
-    validate_username(&username)?;
     let n = state
         .registry
         .send(crate::registry::ReconnectClients {
@@ -405,14 +422,10 @@ pub async fn reconnect(
 
 /// `POST /api/v1/users/{username}/logout`: Rocket.Chat logout and end the session (idempotent).
 pub async fn logout(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ApiUser(username): ApiUser,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let username = path.into_inner();
-    validate_username(&username)?;
     let entry = state
         .registry
         .send(EndUser {

@@ -4,7 +4,7 @@
 //! pass through (uploads too, capped); Rocket.Chat's status and body come
 //! back unchanged. A 401 gets one re-login and retry.
 
-use super::backend::{authorize, ensure_login, mailbox, validate_username};
+use super::backend::{authorize, ensure_login, mailbox, ApiUser};
 use super::errors::ApiError;
 use super::AppState;
 use crate::admin::{GetCredentials, Relogin};
@@ -105,15 +105,14 @@ fn relay(r: RawResponse, who: &str, path: &str) -> HttpResponse {
 
 /// `ANY /api/v1/users/{username}/rc/{path}`.
 pub async fn user_call(
+    ApiUser(username): ApiUser,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let (username, path) = path.into_inner();
-    validate_username(&username)?;
+    let (_, path) = path.into_inner();
     as_user(&req, &username, &path, payload, &state, &rest).await
 }
 
