@@ -31,14 +31,29 @@ struct Pending {
     used: bool,
 }
 
+/// How often stale connection tokens are swept out.
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+
 /// Negotiated connections waiting for (or holding) their websocket.
 #[derive(Default)]
 pub struct Connections {
     pending: DashMap<String, Pending>,
+    last_purge: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl Connections {
+    /// Drops expired tokens, at most once per `PURGE_EVERY`: a shutdown that
+    /// asks every client to reconnect brings them all back at once, and a
+    /// full sweep per negotiate would make that storm quadratic. Expiry is
+    /// checked again at connect, so a late sweep is only memory.
     fn purge(&self) {
+        {
+            let mut last = self.last_purge.lock();
+            if last.is_some_and(|t| t.elapsed() < PURGE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         self.pending.retain(|_, p| p.created.elapsed() < TOKEN_TTL);
     }
 }
