@@ -95,23 +95,28 @@ pub fn validate_username(u: &str) -> Result<(), ApiError> {
     }
 }
 
-/// An actor that cannot be reached, as an error a caller can report.
-pub fn mailbox(e: actix::MailboxError) -> RcError {
-    RcError::Unreachable(format!("internal actor unavailable: {e}"))
+/// An internal actor that no longer answers: it only stops when imrelay does.
+pub fn mailbox(e: actix::MailboxError) -> ApiError {
+    log::warn!("an internal actor did not answer: {e}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "imrelay is shutting down; retry in a moment",
+    )
 }
 
 /// Runs an admin call; on a 401 the agent logs in again and the call is retried once.
 pub async fn with_admin<T>(
     state: &AppState,
     f: impl AsyncFn(&Credentials) -> Result<T, RcError>,
-) -> Result<T, RcError> {
+) -> Result<T, ApiError> {
     let creds = state.admin.send(GetCredentials).await.map_err(mailbox)??;
     match f(&creds).await {
         Err(RcError::Unauthorized) => {
             let fresh = state.admin.send(Relogin(creds)).await.map_err(mailbox)??;
-            f(&fresh).await
+            Ok(f(&fresh).await?)
         }
-        other => other,
+        other => Ok(other?),
     }
 }
 
