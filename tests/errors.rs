@@ -137,10 +137,7 @@ async fn client_upgrades_are_authenticated_before_the_upgrade() {
         );
     }
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let url = format!("{}/ws?token={token}", env.url.replacen("http", "ws", 1));
     let bad_origin = awc::Client::new()
         .ws(url.as_str())
@@ -171,9 +168,7 @@ async fn malformed_oversize_and_fragmented_ddp_frames_never_break_a_session() {
     })
     .await;
     env.sync("alice").await;
-    let mut c = env
-        .client(env.login("alice").await["client_token"].as_str().unwrap())
-        .await;
+    let mut c = env.client(&env.login_token("alice").await).await;
     env.sim
         .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
         .await
@@ -273,9 +268,7 @@ async fn rocket_chat_failures_map_to_clear_statuses() {
 async fn rocket_chat_gone_is_503() {
     let mut env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
-    let mut c = env
-        .client(env.login("alice").await["client_token"].as_str().unwrap())
-        .await;
+    let mut c = env.client(&env.login_token("alice").await).await;
     let sim = std::mem::replace(
         &mut env.sim,
         rcsim::Rcsim::start(rcsim::SimConfig::default()).unwrap(),

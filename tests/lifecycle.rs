@@ -27,10 +27,7 @@ async fn an_idle_session_expires_and_its_ddp_socket_closes() {
     })
     .await;
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let mut c = env.client(&token).await;
     assert_eq!(env.sim.ddp_connections("alice"), 1);
     expect_ended(&mut c, "expired").await;
@@ -55,10 +52,7 @@ async fn connected_clients_keep_a_session_alive() {
     })
     .await;
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let mut c = env.client(&token).await;
     // Three TTLs with a client connected: no end (absence can only be waited out).
     assert_eq!(c.quiet_for(Duration::from_millis(1200)).await, None);
@@ -127,10 +121,7 @@ async fn a_revoked_token_ends_the_session_after_resume_403() {
     })
     .await;
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let mut c = env.client(&token).await;
     // users.logout in Rocket.Chat: the socket closes with no frame, resume gets 403.
     assert_eq!(env.sim.remove_tokens("alice"), 1);
@@ -146,10 +137,7 @@ async fn a_revoked_token_ends_the_session_after_resume_403() {
 async fn force_logout_ends_the_session() {
     let env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let mut c = env.client(&token).await;
     env.sim
         .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
@@ -169,9 +157,7 @@ async fn sessions_survive_a_rocket_chat_restart() {
     env.sync("alice").await;
     env.sync("bob").await;
     env.login("bob").await;
-    let mut c = env
-        .client(env.login("alice").await["client_token"].as_str().unwrap())
-        .await;
+    let mut c = env.client(&env.login_token("alice").await).await;
     env.sim
         .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
         .await
@@ -279,12 +265,8 @@ async fn logout_and_delete_end_sessions_with_their_reasons() {
     let env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
     env.sync("bob").await;
-    let mut a = env
-        .client(env.login("alice").await["client_token"].as_str().unwrap())
-        .await;
-    let mut b = env
-        .client(env.login("bob").await["client_token"].as_str().unwrap())
-        .await;
+    let mut a = env.client(&env.login_token("alice").await).await;
+    let mut b = env.client(&env.login_token("bob").await).await;
     let r = env.api("POST", "/users/alice/logout", None).await;
     assert_eq!(r.status, 204);
     expect_ended(&mut a, "logged_out").await;
@@ -312,9 +294,7 @@ async fn logout_and_delete_end_sessions_with_their_reasons() {
 async fn shutdown_closes_clients_with_1001_and_logs_the_admin_out() {
     let mut env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
-    let mut c = env
-        .client(env.login("alice").await["client_token"].as_str().unwrap())
-        .await;
+    let mut c = env.client(&env.login_token("alice").await).await;
     assert_eq!(env.sim.token_count("super"), 1);
     let t = std::time::Instant::now();
     env.shutdown().await;

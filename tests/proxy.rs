@@ -11,9 +11,7 @@ async fn chat_actions_run_as_the_user() {
     let env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
     env.sync("bob").await;
-    let mut b = env
-        .client(env.login("bob").await["client_token"].as_str().unwrap())
-        .await;
+    let mut b = env.client(&env.login_token("bob").await).await;
     env.sim
         .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("bob") == 6)
         .await

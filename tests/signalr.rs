@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{start, API_KEY, WAIT};
+use common::{start, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use rcsim::Settings;
 use serde_json::{json, Value};
@@ -108,10 +108,7 @@ async fn negotiate_versions_errors_and_cors() {
     })
     .await;
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let (s, v1, _) = negotiate(&env, "?negotiateVersion=1", Some(&token), None).await;
     assert_eq!(s, 200);
     assert_eq!(v1["negotiateVersion"], 1);
@@ -209,10 +206,7 @@ async fn the_hub_speaks_the_json_protocol() {
     env.sync("alice").await;
     env.sync("bob").await;
     env.login("bob").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let (_, n, _) = negotiate(&env, "?negotiateVersion=1", Some(&token), None).await;
     let id = n["connectionToken"].as_str().unwrap().to_string();
     assert_eq!(open(&env, "?id=unknown").await.err(), Some(404));
@@ -280,10 +274,7 @@ async fn the_hub_speaks_the_json_protocol() {
 async fn handshake_errors_skip_negotiation_and_session_end() {
     let env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     // skipNegotiation: the websocket without id, token in access_token.
     let mut ws = open(&env, &format!("?access_token={token}")).await.unwrap();
     send(
@@ -321,10 +312,7 @@ async fn handshake_errors_skip_negotiation_and_session_end() {
 async fn shutdown_sends_close_with_allow_reconnect() {
     let mut env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let mut ws = open(&env, &format!("?access_token={token}")).await.unwrap();
     send(
         &mut ws,
@@ -338,5 +326,4 @@ async fn shutdown_sends_close_with_allow_reconnect() {
         c,
         json!({"type": 7, "error": "Server is shutting down.", "allowReconnect": true})
     );
-    let _ = API_KEY;
 }

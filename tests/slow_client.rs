@@ -56,10 +56,7 @@ async fn a_slow_client_is_closed_with_4008_while_a_fast_one_keeps_up() {
     env.sync("alice").await;
     env.sync("bob").await;
     env.login("bob").await;
-    let token = env.login("alice").await["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = env.login_token("alice").await;
     let mut fast = env.client(&token).await;
     let mut slow = stalled_client(&env.url, &token).await;
     env.sim

@@ -138,6 +138,14 @@ impl Env {
         r.body
     }
 
+    /// Logs the user in through imrelay; returns the client token.
+    pub async fn login_token(&self, username: &str) -> String {
+        self.login(username).await["client_token"]
+            .as_str()
+            .expect("login returns a client_token")
+            .to_string()
+    }
+
     /// A native client for a client token, past the welcome frame.
     pub async fn client(&self, token: &str) -> Client {
         let mut c = self.raw_client(token).await.expect("client connects");
