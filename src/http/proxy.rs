@@ -14,9 +14,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
-/// Request headers not passed on: hop-by-hop ones, and those imrelay sets or
-/// must not leak (the backend's API key, cookies).
-const DROP_REQUEST: &[&str] = &[
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and framing: never passed either way.
+const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -25,8 +24,13 @@ const DROP_REQUEST: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "host",
     "content-length",
+];
+
+/// Request headers imrelay sets itself or must not leak (the backend's API
+/// key, cookies), on top of [`HOP_BY_HOP`].
+const DROP_REQUEST: &[&str] = &[
+    "host",
     "authorization",
     "cookie",
     "x-user-id",
@@ -34,19 +38,12 @@ const DROP_REQUEST: &[&str] = &[
     "accept-encoding",
 ];
 
-/// Response headers not passed back: hop-by-hop ones and framing.
-const DROP_RESPONSE: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "set-cookie",
-];
+/// Response headers not passed back, on top of [`HOP_BY_HOP`].
+const DROP_RESPONSE: &[&str] = &["set-cookie"];
+
+fn passed(name: &str, drop: &[&str]) -> bool {
+    !HOP_BY_HOP.contains(&name) && !drop.contains(&name)
+}
 
 async fn read_body(mut payload: web::Payload, max: usize) -> Result<bytes::Bytes, ApiError> {
     let mut body = bytes::BytesMut::new();
@@ -74,7 +71,7 @@ async fn forward(
     let headers: Vec<(&str, String)> = req
         .headers()
         .iter()
-        .filter(|(k, _)| !DROP_REQUEST.contains(&k.as_str()))
+        .filter(|(k, _)| passed(k.as_str(), DROP_REQUEST))
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?.to_string())))
         .collect();
     let body = (!body.is_empty()).then(|| body.clone());
@@ -88,7 +85,7 @@ fn relay(r: RawResponse, who: &str, path: &str) -> HttpResponse {
     for (k, v) in r
         .headers
         .iter()
-        .filter(|(k, _)| !DROP_RESPONSE.contains(&k.as_str()))
+        .filter(|(k, _)| passed(k.as_str(), DROP_RESPONSE))
     {
         out.append_header((k.clone(), v.clone()));
     }
@@ -154,4 +151,26 @@ pub async fn admin_call(
         resp = forward(&rest, &req, &path, &fresh, &body).await?;
     }
     Ok(relay(resp, "admin", &path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_framing_stay_on_our_side() {
+        for h in [
+            "authorization",
+            "cookie",
+            "x-auth-token",
+            "transfer-encoding",
+        ] {
+            assert!(!passed(h, DROP_REQUEST), "{h} must not reach Rocket.Chat");
+        }
+        for h in ["set-cookie", "connection", "content-length"] {
+            assert!(!passed(h, DROP_RESPONSE), "{h} must not reach the backend");
+        }
+        assert!(passed("content-type", DROP_REQUEST));
+        assert!(passed("x-ratelimit-reset", DROP_RESPONSE));
+    }
 }
