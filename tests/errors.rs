@@ -37,17 +37,11 @@ async fn backend_api_rejects_bad_requests_clearly() {
             Some(json!({"email": "x@example.com"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (400, Some("bad_username"))
-    );
+    assert_eq!(r.error(), (400, Some("bad_username")));
     let r = env
         .api("PUT", "/users/newbie", Some(json!({"name": "No Email"})))
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (400, Some("missing_email"))
-    );
+    assert_eq!(r.error(), (400, Some("missing_email")));
     let r = env
         .api(
             "PUT",
@@ -55,12 +49,7 @@ async fn backend_api_rejects_bad_requests_clearly() {
             Some(json!({"email": "n@example.com", "role": "admin"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (400, Some("bad_json")),
-        "{}",
-        r.body
-    );
+    assert_eq!(r.error(), (400, Some("bad_json")), "{}", r.body);
     let raw = env
         .http
         .put(format!("{}/api/v1/users/newbie", env.url))
@@ -72,31 +61,17 @@ async fn backend_api_rejects_bad_requests_clearly() {
     assert_eq!(raw.status().as_u16(), 400);
     let big = json!({"email": "n@example.com", "name": "x".repeat(4096)});
     let r = env.api("PUT", "/users/newbie", Some(big)).await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (413, Some("body_too_large"))
-    );
+    assert_eq!(r.error(), (413, Some("body_too_large")));
     let r = env
         .api("POST", "/users/alice/login", Some(json!({"pasword": "x"})))
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (400, Some("bad_json"))
-    );
+    assert_eq!(r.error(), (400, Some("bad_json")));
 
     let r = env.api("GET", "/users/nobody", None).await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (404, Some("user_not_found"))
-    );
+    assert_eq!(r.error(), (404, Some("user_not_found")));
     assert_eq!(env.api("DELETE", "/users/nobody", None).await.status, 404);
     let r = env.api("POST", "/users/nobody/login", None).await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (404, Some("user_not_found")),
-        "{}",
-        r.body
-    );
+    assert_eq!(r.error(), (404, Some("user_not_found")), "{}", r.body);
     // The demo's page and endpoints never exist in a configured daemon.
     assert_eq!(
         env.call("POST", "/demo/login/alice", None, None)
@@ -106,10 +81,7 @@ async fn backend_api_rejects_bad_requests_clearly() {
     );
     assert_eq!(env.call("GET", "/", None, None).await.status, 404);
     let r = env.api("GET", "/nope", None).await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_eq!(r.error(), (404, Some("not_found")));
 }
 
 #[actix_rt::test]
@@ -214,12 +186,7 @@ async fn rocket_chat_failures_map_to_clear_statuses() {
             Some(json!({"email": "a@example.com"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (502, Some("rc_error")),
-        "{}",
-        r.body
-    );
+    assert_eq!(r.error(), (502, Some("rc_error")), "{}", r.body);
     env.sim.fail_route("users.info", 429, Some(1));
     let r = env
         .api(
@@ -228,10 +195,7 @@ async fn rocket_chat_failures_map_to_clear_statuses() {
             Some(json!({"email": "a@example.com"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (429, Some("rate_limited"))
-    );
+    assert_eq!(r.error(), (429, Some("rate_limited")));
     let retry: u64 = r
         .headers
         .get("retry-after")
@@ -277,12 +241,7 @@ async fn rocket_chat_gone_is_503() {
     let r = env
         .api("PUT", "/users/bob", Some(json!({"email": "b@example.com"})))
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (503, Some("rc_unreachable")),
-        "{}",
-        r.body
-    );
+    assert_eq!(r.error(), (503, Some("rc_unreachable")), "{}", r.body);
     // Clients stay connected while the session retries.
     c.send(json!({"type": "ping"})).await;
     loop {

@@ -56,6 +56,13 @@ pub struct Resp {
     pub headers: awc::http::header::HeaderMap,
 }
 
+impl Resp {
+    /// The status and imrelay's `error.code`, to assert both at once.
+    pub fn error(&self) -> (u16, Option<&str>) {
+        (self.status, self.body["error"]["code"].as_str())
+    }
+}
+
 impl Env {
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("running")
