@@ -3,18 +3,15 @@
 
 mod common;
 
-use common::{start, WAIT};
+use common::{start, Env, WAIT};
 use imrelay::config::LoginMethod;
 use rcsim::{LoginPath, Settings};
 use serde_json::json;
 use std::time::Duration;
 
-#[actix_rt::test]
-async fn a_hundred_users_log_in_over_ddp_despite_the_rest_limiter() {
-    let env = start(Settings::default(), |_| {}).await;
-    let names: Vec<String> = (0..100).map(|i| format!("user{i}")).collect();
-    // Admin calls bypass the limiter (the admin role has api-bypass-rate-limit).
-    for n in &names {
+/// Syncs each user, then logs them all in concurrently; every login must succeed.
+async fn sync_and_log_in_at_once(env: &Env, names: &[String]) {
+    for n in names {
         env.sync(n).await;
     }
     let paths: Vec<String> = names.iter().map(|n| format!("/users/{n}/login")).collect();
@@ -23,6 +20,14 @@ async fn a_hundred_users_log_in_over_ddp_despite_the_rest_limiter() {
     for (n, r) in names.iter().zip(&results) {
         assert_eq!(r.status, 200, "{n}: {}", r.body);
     }
+}
+
+#[actix_rt::test]
+async fn a_hundred_users_log_in_over_ddp_despite_the_rest_limiter() {
+    let env = start(Settings::default(), |_| {}).await;
+    let names: Vec<String> = (0..100).map(|i| format!("user{i}")).collect();
+    // Admin calls bypass the limiter (the admin role has api-bypass-rate-limit).
+    sync_and_log_in_at_once(&env, &names).await;
     assert_eq!(env.sim.total_logins(LoginPath::Ddp), 100);
     assert_eq!(
         env.sim.total_logins(LoginPath::Rest),
@@ -47,15 +52,7 @@ async fn rest_logins_wait_for_the_limiter_reset_instead_of_hammering() {
     };
     let env = start(settings, |c| c.rocketchat.login_method = LoginMethod::Rest).await;
     let names: Vec<String> = (0..14).map(|i| format!("r{i}")).collect();
-    for n in &names {
-        env.sync(n).await;
-    }
-    let paths: Vec<String> = names.iter().map(|n| format!("/users/{n}/login")).collect();
-    let results =
-        futures_util::future::join_all(paths.iter().map(|p| env.api("POST", p, None))).await;
-    for (n, r) in names.iter().zip(&results) {
-        assert_eq!(r.status, 200, "{n}: {}", r.body);
-    }
+    sync_and_log_in_at_once(&env, &names).await;
     let login_calls: Vec<u16> = env
         .sim
         .calls()
