@@ -380,6 +380,27 @@ after(async () => {
   assert.equal(result.code, 0, `imrelay demo exit after SIGINT: ${JSON.stringify(result)}${diag()}`);
 });
 
+/** Posts a fresh DM from -> to and waits for both pushes the recipient's hub gets: the message and the new DM subscription. */
+async function postDmAndSeeItPushed(box, from, to) {
+  const text = uniqueText(`${from}->${to}`);
+  const posted = await postDm(from, to, text);
+
+  const [n] = await box.wait('getRoomMessageNotification', (m) => m && m.msg === text, 'getRoomMessageNotification with our text');
+  assert.equal(n.rid, posted.rid);
+  assert.equal(n.u.username, from);
+  assert.equal(n.msg, text);
+  assert.equal(n.t, undefined, 'a normal message has no t');
+
+  const [s] = await box.wait(
+    'getRoomSubscriptionChangedNotification',
+    (c) => c && c.method === 'insert' && c.msg && c.msg.rid === posted.rid,
+    "getRoomSubscriptionChangedNotification method 'insert' for the new DM",
+  );
+  assert.equal(s.method, 'insert');
+  assert.equal(s.msg.rid, posted.rid);
+  assert.equal(s.msg.t, 'd', 'a DM subscription');
+}
+
 test('Node transport: start, register, DM message and subscription insert arrive', () =>
   withDiag(async () => {
     const token = await login('alice');
@@ -401,23 +422,7 @@ test('Node transport: start, register, DM message and subscription insert arrive
       const registered = await withTimeout(connection.invoke('register'), WAIT_MS, "invoke('register')");
       assert.equal(registered, undefined, 'register is void');
 
-      const text = uniqueText('carol->alice');
-      const posted = await postDm('carol', 'alice', text);
-
-      const [n] = await box.wait('getRoomMessageNotification', (m) => m && m.msg === text, 'getRoomMessageNotification with our text');
-      assert.equal(n.rid, posted.rid);
-      assert.equal(n.u.username, 'carol');
-      assert.equal(n.msg, text);
-      assert.equal(n.t, undefined, 'a normal message has no t');
-
-      const [s] = await box.wait(
-        'getRoomSubscriptionChangedNotification',
-        (c) => c && c.method === 'insert' && c.msg && c.msg.rid === posted.rid,
-        "getRoomSubscriptionChangedNotification method 'insert' for the new DM",
-      );
-      assert.equal(s.method, 'insert');
-      assert.equal(s.msg.rid, posted.rid);
-      assert.equal(s.msg.t, 'd', 'a DM subscription');
+      await postDmAndSeeItPushed(box, 'carol', 'alice');
 
       assertPushesHaveNoInvocationId(mark);
       // The handshake answer is `{}` (§3) and comes first.
@@ -456,21 +461,7 @@ test('browser code path (emulated): access_token on the WebSocket URL, same even
 
         await withTimeout(connection.invoke('register'), WAIT_MS, "invoke('register')");
 
-        const text = uniqueText('bob->carol');
-        const posted = await postDm('bob', 'carol', text);
-
-        const [n] = await box.wait('getRoomMessageNotification', (m) => m && m.msg === text, 'getRoomMessageNotification with our text');
-        assert.equal(n.rid, posted.rid);
-        assert.equal(n.u.username, 'bob');
-        assert.equal(n.msg, text);
-        assert.equal(n.t, undefined, 'a normal message has no t');
-
-        const [s] = await box.wait(
-          'getRoomSubscriptionChangedNotification',
-          (c) => c && c.method === 'insert' && c.msg && c.msg.rid === posted.rid,
-          "getRoomSubscriptionChangedNotification method 'insert' for the new DM",
-        );
-        assert.equal(s.msg.t, 'd', 'a DM subscription');
+        await postDmAndSeeItPushed(box, 'bob', 'carol');
 
         assertPushesHaveNoInvocationId(mark);
       } finally {
