@@ -343,10 +343,9 @@ impl Handler<SessionGone> for Registry {
             state.retiring = None;
             return;
         }
-        if state.session.as_ref().is_none_or(|s| s.id != msg.session) {
+        let Some(slot) = state.session.take_if(|s| s.id == msg.session) else {
             return;
-        }
-        let slot = state.session.take().expect("checked");
+        };
         if let Some(err) = msg.error {
             for w in slot.waiters {
                 let _ = w.send(Err(err.clone()));
