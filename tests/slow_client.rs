@@ -1,4 +1,5 @@
 //! A client that cannot keep up is closed with 4008; the others are unaffected.
+//! A client that stops answering pings is closed and forgotten.
 
 mod common;
 
@@ -93,4 +94,36 @@ async fn a_slow_client_is_closed_with_4008_while_a_fast_one_keeps_up() {
         .await
         .expect("a close frame");
     assert_eq!(code, 4008);
+}
+
+#[actix_rt::test]
+async fn a_client_that_stops_answering_pings_is_dropped_and_forgotten() {
+    let env = start(Settings::default(), |c| {
+        c.client.heartbeat_interval = Duration::from_millis(200);
+        c.client.heartbeat_timeout = Duration::from_secs(1);
+    })
+    .await;
+    env.sync("alice").await;
+    let token = env.login_token("alice").await;
+    // Connected and welcomed, then deaf: nothing reads, so no pongs go back.
+    let mut deaf = env.client(&token).await;
+    let clients =
+        async || env.api("GET", "/users/alice", None).await.body["session"]["clients"].clone();
+    assert_eq!(
+        clients().await,
+        1,
+        "registered while the heartbeat is fresh"
+    );
+    env.until(WAIT, "the deaf client to be forgotten", async || {
+        clients().await == 0
+    })
+    .await;
+    assert_eq!(
+        deaf.until_closed().await.1,
+        Some(1001),
+        "closed as going away"
+    );
+    // The user's session outlives its clients.
+    let u = env.api("GET", "/users/alice", None).await;
+    assert!(u.body["session"].is_object(), "{}", u.body);
 }

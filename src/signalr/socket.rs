@@ -184,12 +184,7 @@ impl Actor for SignalRSocket {
                     act.username,
                     act.id
                 );
-                if let Some(id) = act.id.take() {
-                    act.registry.do_send(ClientDisconnect {
-                        username: act.username.clone(),
-                        id,
-                    });
-                }
+                // stop() runs stopping(), which tells the registry.
                 ctx.close(Some(ws::CloseCode::Away.into()));
                 ctx.stop();
             } else if act.handshaken && act.sent.elapsed() >= KEEP_ALIVE {
