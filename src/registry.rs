@@ -32,7 +32,7 @@ struct SessionSlot {
     id: u64,
     addr: Addr<UserSession>,
     established: bool,
-    waiters: Vec<oneshot::Sender<Result<Entry, RcError>>>,
+    waiters: Vec<oneshot::Sender<Result<Entry, LoginFailed>>>,
 }
 
 /// How long after a handover identical events are still recognised.
@@ -141,12 +141,8 @@ impl Registry {
                 }
                 state.dedupe_until = Some(Instant::now() + Duration::from_secs(3600));
             } else {
+                // Unreached: a Login waits for a session still logging in.
                 old.addr.do_send(Stop(EndReason::Replaced));
-                for w in old.waiters {
-                    let _ = w.send(Err(RcError::Unreachable(
-                        "superseded by a newer login".into(),
-                    )));
-                }
             }
         }
         state.session.insert(SessionSlot {
@@ -165,7 +161,7 @@ impl Registry {
             if let Some(s) = state.session {
                 s.addr.do_send(Stop(reason));
                 for w in s.waiters {
-                    let _ = w.send(Err(RcError::Unauthorized));
+                    let _ = w.send(Err(LoginFailed::Interrupted));
                 }
             }
             if let Some(s) = state.retiring {
@@ -213,10 +209,32 @@ impl Actor for Registry {
     }
 }
 
+/// Why a [`Login`] got no entry.
+#[derive(Debug)]
+pub enum LoginFailed {
+    /// Rocket.Chat refused or failed.
+    Rc(RcError),
+    /// imrelay is stopping.
+    ShuttingDown,
+    /// The session stopped before it logged in (a logout or delete meanwhile).
+    Interrupted,
+}
+
+impl From<RcError> for LoginFailed {
+    fn from(e: RcError) -> Self {
+        LoginFailed::Rc(e)
+    }
+}
+
+/// The answer of a login waiter: dropped unanswered means interrupted.
+async fn answer(rx: oneshot::Receiver<Result<Entry, LoginFailed>>) -> Result<Entry, LoginFailed> {
+    rx.await.unwrap_or(Err(LoginFailed::Interrupted))
+}
+
 /// Log a user in (or reuse the live login): resolves when the session's
 /// Rocket.Chat login succeeded or failed.
 #[derive(Message)]
-#[rtype(result = "Result<Entry, RcError>")]
+#[rtype(result = "Result<Entry, LoginFailed>")]
 pub struct Login {
     /// Who.
     pub username: String,
@@ -227,13 +245,11 @@ pub struct Login {
 }
 
 impl Handler<Login> for Registry {
-    type Result = ResponseFuture<Result<Entry, RcError>>;
+    type Result = ResponseFuture<Result<Entry, LoginFailed>>;
 
     fn handle(&mut self, msg: Login, ctx: &mut Self::Context) -> Self::Result {
         if self.shutting_down {
-            return Box::pin(async {
-                Err(RcError::Unreachable("imrelay is shutting down".into()))
-            });
+            return Box::pin(async { Err(LoginFailed::ShuttingDown) });
         }
         let username = msg.username;
         let live = self.cache.live(&username);
@@ -242,16 +258,13 @@ impl Handler<Login> for Registry {
             // A live login with its session: reuse it (logins are idempotent).
             (Some(slot), Some(_)) if slot.established && !msg.renew => {
                 let entry = self.cache.touch(&username);
-                return Box::pin(async move { entry.ok_or(RcError::Unauthorized) });
+                return Box::pin(async move { Ok(entry.ok_or(RcError::Unauthorized)?) });
             }
             // A login in progress: wait for it.
             (Some(slot), _) if !slot.established => {
                 let (tx, rx) = oneshot::channel();
                 slot.waiters.push(tx);
-                return Box::pin(async move {
-                    rx.await
-                        .unwrap_or(Err(RcError::Unreachable("the session stopped".into())))
-                });
+                return Box::pin(answer(rx));
             }
             _ => {}
         }
@@ -264,10 +277,7 @@ impl Handler<Login> for Registry {
         };
         let (tx, rx) = oneshot::channel();
         self.start_session(&username, auth, ctx).waiters.push(tx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or(Err(RcError::Unreachable("the session stopped".into())))
-        })
+        Box::pin(answer(rx))
     }
 }
 
@@ -348,7 +358,7 @@ impl Handler<SessionGone> for Registry {
         };
         if let Some(err) = msg.error {
             for w in slot.waiters {
-                let _ = w.send(Err(err.clone()));
+                let _ = w.send(Err(LoginFailed::Rc(err.clone())));
             }
             if !slot.established {
                 if state.clients.is_empty() {
@@ -556,6 +566,9 @@ impl Handler<Shutdown> for Registry {
             }
             if let Some(s) = state.session {
                 s.addr.do_send(Stop(EndReason::Shutdown));
+                for w in s.waiters {
+                    let _ = w.send(Err(LoginFailed::ShuttingDown));
+                }
             }
         }
         n

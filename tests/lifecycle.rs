@@ -291,6 +291,32 @@ async fn logout_and_delete_end_sessions_with_their_reasons() {
 }
 
 #[actix_rt::test]
+async fn a_logout_during_a_login_answers_the_login_with_login_interrupted() {
+    let env = start(Settings::default(), |_| {}).await;
+    env.sync("alice").await;
+    // The DDP login answer is held back long enough to log out meanwhile.
+    env.sim.set_delay(Duration::from_secs(2));
+    let login = env.api("POST", "/users/alice/login", None);
+    let logout = async {
+        env.sim
+            .wait_for(WAIT, "alice's session to connect", |s| {
+                s.total_ddp_connections() == 1
+            })
+            .await
+            .unwrap();
+        env.api("POST", "/users/alice/logout", None).await
+    };
+    let (login, logout) = futures_util::join!(login, logout);
+    assert_eq!(logout.status, 204, "{}", logout.body);
+    assert_eq!(
+        login.error(),
+        (409, Some("login_interrupted")),
+        "{}",
+        login.body
+    );
+}
+
+#[actix_rt::test]
 async fn shutdown_closes_clients_with_1001_and_logs_the_admin_out() {
     let mut env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;

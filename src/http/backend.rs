@@ -98,11 +98,7 @@ pub fn validate_username(u: &str) -> Result<(), ApiError> {
 /// An internal actor that no longer answers: it only stops when imrelay does.
 pub fn mailbox(e: actix::MailboxError) -> ApiError {
     log::warn!("an internal actor did not answer: {e}");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "shutting_down",
-        "imrelay is shutting down; retry in a moment",
-    )
+    ApiError::shutting_down()
 }
 
 /// Runs an admin call; on a 401 the agent logs in again and the call is retried once.

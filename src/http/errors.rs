@@ -1,5 +1,6 @@
 //! API errors: `{"error": {"code": "…", "message": "…"}}` with a fitting status.
 
+use crate::registry::LoginFailed;
 use crate::rocketchat::RcError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -28,6 +29,15 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    /// 503 while imrelay stops: the caller retries against the next instance.
+    pub fn shutting_down() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "imrelay is shutting down; retry in a moment",
+        )
     }
 
     /// 400.
@@ -59,6 +69,20 @@ impl ResponseError for ApiError {
             r.insert_header(("Retry-After", s.to_string()));
         }
         r.json(json!({"error": {"code": self.code, "message": self.message}}))
+    }
+}
+
+impl From<LoginFailed> for ApiError {
+    fn from(e: LoginFailed) -> Self {
+        match e {
+            LoginFailed::Rc(e) => e.into(),
+            LoginFailed::ShuttingDown => ApiError::shutting_down(),
+            LoginFailed::Interrupted => ApiError::new(
+                StatusCode::CONFLICT,
+                "login_interrupted",
+                "the user was logged out or deleted while logging in; log in again",
+            ),
+        }
     }
 }
 
