@@ -40,12 +40,16 @@ pub mod session;
 pub mod signalr;
 
 use actix::{Actor, Addr};
-use actix_web::{dev::ServerHandle, web, App, HttpServer};
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, ServerHandle};
+use actix_web::{web, App};
 use admin::AdminAgent;
 use cache::TokenCache;
 use config::Config;
 use registry::Registry;
 use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +106,7 @@ impl Daemon {
         let max_body = cfg.server.max_body_bytes;
         let hub_path = cfg.server.hub_path.clone();
         let (rc_url, rc_timeout) = (cfg.rocketchat.url.clone(), cfg.rocketchat.request_timeout);
-        let server = HttpServer::new(move || {
+        let make_app = move || {
             App::new()
                 .app_data(state.clone())
                 // awc::Client is !Send: one REST client per worker thread.
@@ -121,11 +125,42 @@ impl Daemon {
                     }
                 })
                 .configure(http::routes(hub_path.clone()))
-        })
-        .disable_signals()
-        .shutdown_timeout(cfg.server.shutdown_timeout.as_secs().max(1))
-        .listen(listener)?
-        .run();
+        };
+        // actix-web's HttpServer, assembled by hand for one addition: an
+        // upgrade service, so client websockets leave the HTTP dispatcher
+        // and its fixed buffers (see http::upgrade).
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let server = actix_server::Server::build()
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(cfg.server.shutdown_timeout.as_secs().max(1))
+            .listen("imrelay", listener, move || {
+                let upgrade_app = make_app.clone();
+                let upgrade = actix_service::fn_factory(move || {
+                    let app = upgrade_app();
+                    async move {
+                        let app = app
+                            .into_factory()
+                            .new_service(AppConfig::default())
+                            .await
+                            .map_err(|_| log::error!("the upgrade service did not start"))?;
+                        let app = Rc::new(app);
+                        Ok::<_, ()>(actix_service::fn_service(move |(req, framed)| {
+                            http::upgrade::serve(Rc::clone(&app), req, framed)
+                        }))
+                    }
+                });
+                let main = make_app()
+                    .into_factory()
+                    .map_err(|e: actix_web::Error| e.error_response());
+                HttpService::build()
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .local_addr(addr)
+                    .upgrade(upgrade)
+                    .h1(map_config(main, |_| AppConfig::default()))
+                    .tcp()
+            })?
+            .run();
         let handle = server.handle();
         actix_rt::spawn(server);
         log::info!(

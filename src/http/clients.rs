@@ -1,12 +1,12 @@
 //! Client websocket upgrades: check `Origin`, authenticate before the upgrade
-//! (401 JSON for an unknown or expired token), then hand over to the actor.
+//! (401 JSON for an unknown or expired token), then hand over to the actor
+//! (run on the bare socket by [`super::upgrade`]).
 
 use super::errors::ApiError;
 use super::AppState;
 use crate::client_ws::{ClientSocket, MAX_CLIENT_FRAME};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 
 /// Rejects browsers from origins not configured (no `Origin`: not a browser, allowed).
 pub fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
@@ -24,7 +24,6 @@ pub fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError>
 /// `GET /ws`: the native client protocol.
 pub async fn native(
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<crate::rocketchat::rest::RestClient>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -38,7 +37,5 @@ pub async fn native(
         c.heartbeat_timeout,
         c.queue_limit,
     );
-    ws::WsResponseBuilder::new(actor, &req, stream)
-        .frame_size(MAX_CLIENT_FRAME)
-        .start()
+    super::upgrade::accept(&req, actor, MAX_CLIENT_FRAME)
 }

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod clients;
 pub mod errors;
 pub mod proxy;
+pub mod upgrade;
 
 use crate::admin::AdminAgent;
 use crate::cache::TokenCache;

@@ -12,7 +12,6 @@ use crate::http::AppState;
 use crate::rocketchat::rest::RestClient;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use actix_web_actors::ws;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use dashmap::DashMap;
 use rand::Rng;
@@ -159,7 +158,6 @@ pub async fn negotiate(
 /// `GET {hub}`: the websocket, with the negotiated `id` or (skipNegotiation) without.
 pub async fn connect(
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -214,7 +212,5 @@ pub async fn connect(
         state.registry.clone(),
         state.cfg.client.queue_limit,
     );
-    ws::WsResponseBuilder::new(actor, &req, stream)
-        .frame_size(crate::client_ws::MAX_CLIENT_FRAME)
-        .start()
+    crate::http::upgrade::accept(&req, actor, crate::client_ws::MAX_CLIENT_FRAME)
 }

@@ -1,0 +1,206 @@
+//! Client websockets run on their own socket, outside actix-http's
+//! connection dispatcher.
+//!
+//! Why: the HTTP/1 dispatcher keeps an 8 KiB read and an 8 KiB write buffer
+//! per connection for as long as the connection lives, and a websocket served
+//! as a streaming response lives as long as the client: that was half of the
+//! daemon's memory per user. actix-http hands an upgrade request and its
+//! socket (with those buffers) to an upgrade service instead; this module is
+//! that service. It still runs the request through the same actix-web app,
+//! so routing, authentication and JSON errors stay in the ordinary handlers:
+//! a websocket handler answers with [`accept`], which puts a [`Handoff`] in
+//! the 101 response, and the upgrade service then writes the 101 itself and
+//! runs the actor on the bare socket with buffers sized to the traffic. Any
+//! other answer (401, 404, a bad handshake) is written out and the connection
+//! closed.
+
+use super::errors::ApiError;
+use actix::{Actor, StreamHandler};
+use actix_codec::Framed;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::{h1, ConnectionType, Request, StatusCode};
+use actix_rt::net::TcpStream;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::error::ErrorInternalServerError;
+use actix_web::{HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytes::{Bytes, BytesMut};
+use futures_util::future::LocalBoxFuture;
+use futures_util::{SinkExt, StreamExt};
+use std::io;
+use std::rc::Rc;
+use std::task::{ready, Poll};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Most bytes taken per read: clients send pings and small records.
+const READ_CHUNK: usize = 2048;
+/// How long a closed websocket waits for the client to close its side.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+type Start = Box<dyn FnOnce(Rc<TcpStream>, BytesMut) -> LocalBoxFuture<'static, ()>>;
+
+/// Carried by a 101 response from [`accept`]: how to run the websocket once
+/// the upgrade service owns the socket.
+pub struct Handoff(Start);
+
+/// Completes a websocket handshake for `actor`: the 101 response, carrying
+/// the [`Handoff`] that the upgrade service runs. A request that is not a
+/// valid websocket handshake gets a 400 naming what is wrong.
+pub fn accept<A>(
+    req: &HttpRequest,
+    actor: A,
+    max_frame: usize,
+) -> Result<HttpResponse, actix_web::Error>
+where
+    A: Actor<Context = ws::WebsocketContext<A>>
+        + StreamHandler<Result<ws::Message, ws::ProtocolError>>,
+{
+    let mut res = ws::handshake(req)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_websocket_handshake",
+                format!("not a websocket handshake: {e}"),
+            )
+        })?
+        .finish();
+    let start: Start = Box::new(move |io, early| Box::pin(run(actor, io, early, max_frame)));
+    res.extensions_mut().insert(Handoff(start));
+    Ok(res)
+}
+
+/// The upgrade service's body: `app` is the worker's actix-web app.
+pub async fn serve<S, B>(
+    app: Rc<S>,
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_web::Error>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let mut res = match app.call(req).await {
+        Ok(r) => r.into_parts().1.map_into_boxed_body(),
+        Err(e) => e.error_response(),
+    };
+    let handoff = res.extensions_mut().remove::<Handoff>();
+    let (mut head, body) = actix_http::Response::from(res).into_parts();
+    let fail = |e: io::Error| {
+        ErrorInternalServerError(format!("writing the upgrade response failed: {e}"))
+    };
+    match handoff {
+        Some(Handoff(start)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            framed
+                .send(h1::Message::Item((head, BodySize::None)))
+                .await
+                .map_err(fail)?;
+            let mut parts = framed.into_parts();
+            // Frames the client sent right behind its request.
+            let early = std::mem::take(&mut parts.read_buf);
+            // Freed now, not when the websocket ends.
+            parts.write_buf = BytesMut::new();
+            start(Rc::new(parts.io), early).await;
+        }
+        _ => {
+            let bytes = actix_http::body::to_bytes(body).await.map_err(|e| {
+                ErrorInternalServerError(format!("reading an error body failed: {e}"))
+            })?;
+            head.head_mut().set_connection_type(ConnectionType::Close);
+            framed
+                .send(h1::Message::Item((
+                    head,
+                    BodySize::Sized(bytes.len() as u64),
+                )))
+                .await
+                .map_err(fail)?;
+            if !bytes.is_empty() {
+                framed
+                    .send(h1::Message::Chunk(Some(bytes)))
+                    .await
+                    .map_err(fail)?;
+            }
+            framed.send(h1::Message::Chunk(None)).await.map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `actor` on the socket until its context finishes, then closes the
+/// socket politely.
+async fn run<A>(actor: A, io: Rc<TcpStream>, early: BytesMut, max_frame: usize)
+where
+    A: Actor<Context = ws::WebsocketContext<A>>
+        + StreamHandler<Result<ws::Message, ws::ProtocolError>>,
+{
+    // A copy, and the original dropped now: it holds the dispatcher's 8 KiB.
+    let first = (!early.is_empty()).then(|| Ok(Bytes::copy_from_slice(&early)));
+    drop(early);
+    let input = futures_util::stream::iter(first).chain(reads(Rc::clone(&io)));
+    let codec = actix_http::ws::Codec::new().max_size(max_frame);
+    let mut out = Box::pin(ws::WebsocketContext::with_codec(actor, input, codec));
+    while let Some(chunk) = out.next().await {
+        // The context encoded every frame it had queued into one chunk.
+        let Ok(bytes) = chunk else { break };
+        if write_all(&io, &bytes).await.is_err() {
+            break;
+        }
+    }
+    drop(out);
+    if let Ok(mut io) = Rc::try_unwrap(io) {
+        close(&mut io).await;
+    }
+}
+
+/// The socket's bytes as the websocket context's input stream, read through
+/// a scratch buffer: an idle client holds no read buffer.
+fn reads(
+    io: Rc<TcpStream>,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_http::error::PayloadError>> {
+    futures_util::stream::poll_fn(move |cx| loop {
+        if let Err(e) = ready!(io.poll_read_ready(cx)) {
+            return Poll::Ready(Some(Err(e.into())));
+        }
+        let mut scratch = [0u8; READ_CHUNK];
+        match io.try_read(&mut scratch) {
+            Ok(0) => return Poll::Ready(None),
+            Ok(n) => return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&scratch[..n])))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Some(Err(e.into()))),
+        }
+    })
+}
+
+async fn write_all(io: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        io.writable().await?;
+        match io.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends FIN, then reads until the client closes too (bounded): closing a
+/// socket with unread data makes the kernel send a RST, and the client may
+/// then drop frames it has not read yet (the Close frame among them).
+async fn close(io: &mut TcpStream) {
+    let _ = io.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        let mut sink = [0u8; 512];
+        loop {
+            if io.readable().await.is_err() {
+                return;
+            }
+            match io.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
