@@ -10,8 +10,10 @@ use actix::prelude::*;
 use actix_codec::{Decoder, Encoder};
 use awc::ws::{CloseCode, Frame, Message};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
-use tokio::sync::mpsc::UnboundedReceiver;
+use local_channel::mpsc::Receiver;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 
 /// What a connection task tells its actor.
 #[derive(Message)]
@@ -44,10 +46,10 @@ thread_local! {
         .finish();
 }
 
-/// Room kept free in the read buffer before each read.
-const READ_CHUNK: usize = 2048;
-/// An idle connection's read buffer shrinks back below this.
-const IDLE_BUFFER: usize = 4096;
+/// Most bytes taken per read, through a scratch buffer on the stack: a
+/// connection keeps only the bytes of a frame not yet complete, so an idle
+/// one holds no read buffer at all.
+const READ_CHUNK: usize = 4096;
 /// How long a closing connection waits for the server's Close frame.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -57,15 +59,13 @@ pub async fn run(
     max_frame: usize,
     conn: u64,
     to: Recipient<FromConn>,
-    rx: UnboundedReceiver<String>,
+    rx: Receiver<String>,
 ) {
     let client = CLIENT.with(Clone::clone);
-    let framed = match client
-        .ws(url.as_str())
-        .max_frame_size(max_frame)
-        .connect()
-        .await
-    {
+    // Boxed: the handshake's state is large, and unboxed it would size this
+    // task for the connection's whole life.
+    let connect = Box::pin(client.ws(url.as_str()).max_frame_size(max_frame).connect());
+    let framed = match connect.await {
         Ok((_, f)) => f,
         Err(e) => {
             to.do_send(FromConn::Closed {
@@ -75,20 +75,16 @@ pub async fn run(
             return;
         }
     };
-    // awc's Framed keeps 8 KiB read and 8 KiB write buffers per connection for
-    // life (16 KiB a session, the biggest part of its memory): after the
-    // handshake the socket is driven here with buffers sized to the traffic.
-    let parts = framed.into_parts();
-    let error = drive(
-        parts.io,
-        parts.codec,
-        parts.read_buf,
-        max_frame,
-        conn,
-        &to,
-        rx,
-    )
-    .await;
+    // awc's Framed holds 8 KiB read and 8 KiB write buffers for the
+    // connection's life: after the handshake the socket is driven here, and
+    // only the bytes already read are kept, in a buffer of their size.
+    let mut parts = framed.into_parts();
+    let early = BytesMut::from(&parts.read_buf[..]);
+    // Freed here: `parts` itself lives as long as this task.
+    drop(std::mem::take(&mut parts.read_buf));
+    drop(std::mem::take(&mut parts.write_buf));
+    let (io, codec) = (parts.io, parts.codec);
+    let error = drive(io, codec, early, max_frame, conn, &to, rx).await;
     log::debug!("DDP connection {conn} ended: {error}");
     to.do_send(FromConn::Closed { conn, error });
 }
@@ -100,7 +96,7 @@ async fn drive(
     max_frame: usize,
     conn: u64,
     to: &Recipient<FromConn>,
-    mut rx: UnboundedReceiver<String>,
+    mut rx: Receiver<String>,
 ) -> String {
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut reasm = Reassembler::default();
@@ -154,11 +150,9 @@ async fn drive(
                 Frame::Pong(_) | Frame::Binary(_) => {}
             }
         }
-        if buf.is_empty() && buf.capacity() > IDLE_BUFFER {
+        if buf.is_empty() {
+            // Frees the allocation once the frames split off it are dropped.
             buf = BytesMut::new();
-        }
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-            buf.reserve(READ_CHUNK);
         }
         tokio::select! {
             out = rx.recv() => match out {
@@ -179,8 +173,8 @@ async fn drive(
                                     return;
                                 }
                             }
-                            buf.reserve(READ_CHUNK);
-                            if !matches!(reader.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                            let read = std::future::poll_fn(|cx| read_some(&mut reader, &mut buf, cx));
+                            if !matches!(read.await, Ok(n) if n > 0) {
                                 return;
                             }
                         }
@@ -189,13 +183,26 @@ async fn drive(
                     return "closed by imrelay".into();
                 }
             },
-            read = reader.read_buf(&mut buf) => match read {
+            read = std::future::poll_fn(|cx| read_some(&mut reader, &mut buf, cx)) => match read {
                 Ok(0) => return "the connection ended without a close frame".into(),
                 Ok(_) => {}
                 Err(e) => return format!("read failed: {e}"),
             },
         }
     }
+}
+
+/// Reads what the socket has (at most [`READ_CHUNK`]) and appends it to `buf`.
+fn read_some(
+    reader: &mut ReadHalf<awc::BoxedSocket>,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let mut scratch = [0u8; READ_CHUNK];
+    let mut read = ReadBuf::new(&mut scratch);
+    ready!(Pin::new(reader).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 /// Encodes one message into a short-lived buffer and writes it out.

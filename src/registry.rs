@@ -122,15 +122,12 @@ impl Registry {
         ctx: &mut Context<Self>,
     ) -> &mut SessionSlot {
         let id = self.next();
-        let session = UserSession::new(
-            id,
-            username.to_string(),
-            auth,
-            Arc::clone(&self.cfg),
-            ctx.address(),
-        );
+        let (name, cfg, registry) = (username.to_string(), Arc::clone(&self.cfg), ctx.address());
         let arbiter = &self.arbiters[id as usize % self.arbiters.len()];
-        let addr = UserSession::start_in_arbiter(arbiter, move |_| session);
+        // Built on its own thread: a session holds thread-local channels.
+        let addr = UserSession::start_in_arbiter(arbiter, move |_| {
+            UserSession::new(id, name, auth, cfg, registry)
+        });
         let state = self.users.entry(username.to_string()).or_default();
         if let Some(old) = state.session.take() {
             // A newer login replaces the session; clients stay. A working

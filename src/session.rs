@@ -14,7 +14,6 @@ use rand::Rng;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
 
 /// How the session logs in.
 #[derive(Clone)]
@@ -80,7 +79,7 @@ pub struct UserSession {
     cfg: Arc<Config>,
     registry: Addr<Registry>,
     /// Outgoing frames to the current connection task; dropping it closes the socket.
-    tx: Option<UnboundedSender<String>>,
+    tx: Option<local_channel::mpsc::Sender<String>>,
     /// Which connection is current; older connections' reports are ignored.
     conn: u64,
     next_id: u64,
@@ -137,7 +136,8 @@ impl UserSession {
         self.login_id = None;
         self.pending_subs = 0;
         self.last_heard = Instant::now();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // A channel local to this thread: the task runs on this actor's arbiter.
+        let (tx, rx) = local_channel::mpsc::channel();
         self.tx = Some(tx);
         let url = self.cfg.rocketchat.ws_url.clone();
         // Detached from the actor on purpose: when the actor stops, the task
