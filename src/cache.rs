@@ -137,12 +137,12 @@ impl TokenCache {
         self.live(&username).map(|_| username)
     }
 
-    /// Users whose entries have expired.
-    pub fn expired(&self) -> Vec<String> {
-        let now = Instant::now();
+    /// Users whose entries expire within `within` (or have expired).
+    pub fn expiring(&self, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
         self.entries
             .iter()
-            .filter(|e| e.expires_at <= now)
+            .filter(|e| e.expires_at <= deadline)
             .map(|e| e.key().clone())
             .collect()
     }
@@ -194,7 +194,7 @@ mod tests {
             c.touch("alice").is_none(),
             "an expired entry is not revived"
         );
-        assert_eq!(c.expired(), vec!["alice".to_string()]);
+        assert_eq!(c.expiring(Duration::ZERO), vec!["alice".to_string()]);
         assert!(c.user_for_client_token(&a.client_token).is_none());
         assert!(c.remove("alice").is_some());
         assert!(c.is_empty());

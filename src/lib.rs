@@ -47,7 +47,7 @@ use actix_web::{web, App};
 use admin::AdminAgent;
 use cache::TokenCache;
 use config::Config;
-use registry::Registry;
+use registry::Registries;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +58,7 @@ use std::time::Duration;
 pub struct Daemon {
     addr: SocketAddr,
     server: ServerHandle,
-    registry: Addr<Registry>,
+    registry: Registries,
     admin: Addr<AdminAgent>,
     ready: Arc<AtomicBool>,
     cfg: Arc<Config>,
@@ -92,7 +92,7 @@ impl Daemon {
         let cfg = Arc::new(cfg);
         let cache = Arc::new(TokenCache::new(cfg.session.idle_ttl));
         let ready = Arc::new(AtomicBool::new(false));
-        let registry = Registry::new(Arc::clone(&cfg), Arc::clone(&cache)).start();
+        let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&cache));
         let admin = AdminAgent::new(Arc::clone(&cfg), Arc::clone(&ready)).start();
         let state = web::Data::new(http::AppState {
             cfg: Arc::clone(&cfg),
@@ -205,7 +205,7 @@ impl Daemon {
         let budget = self.cfg.server.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + budget;
         self.ready.store(false, Ordering::Relaxed);
-        let clients = self.registry.send(registry::Shutdown).await.unwrap_or(0);
+        let clients = self.registry.shutdown().await;
         log::info!("shutting down: {clients} clients told, sessions closing");
         if tokio::time::timeout_at(deadline, self.admin.send(admin::Logout))
             .await

@@ -2,6 +2,14 @@
 //! and ended here), the connected clients, and the per-user sequence. It
 //! routes each session event to every client of that user, serialised once.
 //! It also sweeps expired cache entries.
+//!
+//! It runs as [`Registries`]: one shard per core, each on its own thread,
+//! and every user belongs to one shard by a hash of the name, with its
+//! session actor and its client sockets on the same thread. An event then
+//! goes from Rocket.Chat's socket to the clients' sockets without a thread
+//! hop: with the sessions, the registry and the clients on three threads,
+//! each event woke two other threads, and the scheduler's queueing between
+//! them was the latency tail.
 
 use crate::cache::{Entry, TokenCache};
 use crate::client_ws::ToClient;
@@ -12,6 +20,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -76,43 +85,46 @@ impl UserState {
     }
 }
 
-/// The registry.
+/// Session and client ids, unique across shards (logs name them).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// One shard of the registry.
 pub struct Registry {
     cfg: Arc<Config>,
     cache: Arc<TokenCache>,
     users: HashMap<String, UserState>,
-    next_id: u64,
     sweep_every: Duration,
     shutting_down: bool,
-    /// Threads the session actors are spread over: their DDP parsing then
-    /// runs beside this actor instead of queueing behind it.
-    arbiters: Vec<actix::ArbiterHandle>,
+    /// Which shard this is, of how many: the cache is shared by all.
+    shard: (usize, usize),
+}
+
+/// The shard of `username` among `shards`.
+fn shard_of(username: &str, shards: usize) -> usize {
+    // SipHash with fixed keys: stable for the process's life.
+    let mut h = std::hash::DefaultHasher::new();
+    username.hash(&mut h);
+    (h.finish() % shards as u64) as usize
 }
 
 impl Registry {
-    /// A registry over the cache.
-    pub fn new(cfg: Arc<Config>, cache: Arc<TokenCache>) -> Self {
+    /// Shard `shard.0` of `shard.1` over the cache (see [`Registries::start`]).
+    fn new(cfg: Arc<Config>, cache: Arc<TokenCache>, shard: (usize, usize)) -> Self {
         // Sweep often enough that an expiry is seen within a second or a tenth of the TTL.
         let sweep_every =
             (cfg.session.idle_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let arbiters = (0..threads)
-            .map(|_| actix::Arbiter::new().handle())
-            .collect();
         Registry {
-            arbiters,
             cfg,
             cache,
             users: HashMap::new(),
-            next_id: 0,
             sweep_every,
             shutting_down: false,
+            shard,
         }
     }
 
     fn next(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+        NEXT_ID.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn start_session(
@@ -122,12 +134,15 @@ impl Registry {
         ctx: &mut Context<Self>,
     ) -> &mut SessionSlot {
         let id = self.next();
-        let (name, cfg, registry) = (username.to_string(), Arc::clone(&self.cfg), ctx.address());
-        let arbiter = &self.arbiters[id as usize % self.arbiters.len()];
-        // Built on its own thread: a session holds thread-local channels.
-        let addr = UserSession::start_in_arbiter(arbiter, move |_| {
-            UserSession::new(id, name, auth, cfg, registry)
-        });
+        // On this shard's thread, beside the user's clients.
+        let addr = UserSession::new(
+            id,
+            username.to_string(),
+            auth,
+            Arc::clone(&self.cfg),
+            ctx.address(),
+        )
+        .start();
         let state = self.users.entry(username.to_string()).or_default();
         if let Some(old) = state.session.take() {
             // A newer login replaces the session; clients stay. A working
@@ -173,17 +188,23 @@ impl Registry {
     }
 
     fn sweep(&mut self) {
-        // Only entries past their deadline are looked at: touching every user
-        // with clients each second stalled this thread (it also carries every
-        // DDP socket) and showed as a latency tail at 9000 users.
-        for username in self.cache.expired() {
+        // Only entries near their deadline are looked at: touching every user
+        // with clients each second stalled this thread and showed as a
+        // latency tail at 9000 users. Those with clients are extended before
+        // they lapse (a lapsed entry hides a live session from GET /sessions
+        // and makes a login start a new one); the rest end once expired.
+        let (me, of) = self.shard;
+        for username in self.cache.expiring(self.sweep_every * 2) {
+            if shard_of(&username, of) != me {
+                continue;
+            }
             let has_clients = self
                 .users
                 .get(&username)
                 .is_some_and(|s| !s.clients.is_empty());
             if self.cfg.session.clients_keep_alive && has_clients {
                 self.cache.extend(&username);
-            } else {
+            } else if self.cache.live(&username).is_none() {
                 self.end_user(&username, EndReason::Expired);
             }
         }
@@ -194,15 +215,75 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        for a in &self.arbiters {
-            a.stop();
-        }
+        // The shard's thread ends with it.
+        Arbiter::current().stop();
     }
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Sessions report with do_send; allow bursts without blocking them.
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(self.sweep_every, |act, _| act.sweep());
+    }
+}
+
+/// The registry's shards, one per core: a user's shard holds its session
+/// and its clients, all on the shard's thread.
+#[derive(Clone)]
+pub struct Registries {
+    shards: Arc<[Shard]>,
+}
+
+/// A shard: its actor and the thread it runs on.
+pub struct Shard {
+    /// The shard's registry actor.
+    pub addr: Addr<Registry>,
+    /// Its thread, where the user's client sockets run too.
+    pub arbiter: ArbiterHandle,
+}
+
+impl Registries {
+    /// Starts one shard per core, each on a thread of its own.
+    pub fn start(cfg: Arc<Config>, cache: Arc<TokenCache>) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = (0..threads)
+            .map(|i| {
+                let arbiter = Arbiter::new().handle();
+                let (cfg, cache) = (Arc::clone(&cfg), Arc::clone(&cache));
+                let addr = Registry::start_in_arbiter(&arbiter, move |_| {
+                    Registry::new(cfg, cache, (i, threads))
+                });
+                Shard { addr, arbiter }
+            })
+            .collect();
+        Registries { shards }
+    }
+
+    /// The shard `username` belongs to (always the same one).
+    pub fn shard(&self, username: &str) -> &Shard {
+        &self.shards[shard_of(username, self.shards.len())]
+    }
+
+    /// The registry actor of `username`'s shard.
+    pub fn for_user(&self, username: &str) -> &Addr<Registry> {
+        &self.shard(username).addr
+    }
+
+    /// Every shard's users.
+    pub async fn snapshot(&self) -> Result<HashMap<String, UserInfo>, MailboxError> {
+        let mut all = HashMap::new();
+        for s in self.shards.iter() {
+            all.extend(s.addr.send(Snapshot).await?);
+        }
+        Ok(all)
+    }
+
+    /// [`Shutdown`] on every shard: how many clients were told.
+    pub async fn shutdown(&self) -> usize {
+        let mut n = 0;
+        for s in self.shards.iter() {
+            n += s.addr.send(Shutdown).await.unwrap_or(0);
+        }
+        n
     }
 }
 

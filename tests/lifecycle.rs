@@ -46,21 +46,35 @@ async fn an_idle_session_expires_and_its_ddp_socket_closes() {
 }
 
 #[actix_rt::test]
-async fn connected_clients_keep_a_session_alive() {
+async fn connected_clients_keep_sessions_alive_on_every_registry_shard() {
     let env = start(Settings::default(), |c| {
         c.session.idle_ttl = Duration::from_millis(400)
     })
     .await;
-    env.sync("alice").await;
-    let token = env.login_token("alice").await;
-    let mut c = env.client(&token).await;
-    // Three TTLs with a client connected: no end (absence can only be waited out).
-    assert_eq!(c.quiet_for(Duration::from_millis(1200)).await, None);
-    assert_eq!(env.sim.ddp_connections("alice"), 1);
-    drop(c);
+    // Enough users that every registry shard owns some: each shard sweeps
+    // the shared cache, and must leave other shards' users alone.
+    let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let mut clients = vec![];
+    for u in users {
+        env.sync(u).await;
+        let token = env.login_token(u).await;
+        clients.push(env.client(&token).await);
+    }
+    // Three TTLs with clients connected: no end (absence can only be waited out).
+    for c in &mut clients {
+        assert_eq!(c.quiet_for(Duration::from_millis(1200) / 6).await, None);
+    }
+    let listed = env.api("GET", "/sessions", None).await.body["sessions"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(listed, users.len(), "every user's session is still listed");
+    for u in users {
+        assert_eq!(env.sim.ddp_connections(u), 1, "{u}");
+    }
+    drop(clients);
     env.sim
-        .wait_for(WAIT, "expiry after the client left", |s| {
-            s.ddp_connections("alice") == 0
+        .wait_for(WAIT, "every session expired after its clients left", |s| {
+            users.iter().all(|u| s.ddp_connections(u) == 0)
         })
         .await
         .unwrap();

@@ -220,7 +220,12 @@ pub async fn get_user(
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
     let user = rc_user(&state, &rest, &username).await?;
-    let snapshot = state.registry.send(Snapshot).await.map_err(mailbox)?;
+    let snapshot = state
+        .registry
+        .for_user(&username)
+        .send(Snapshot)
+        .await
+        .map_err(mailbox)?;
     let session = state.cache.live(&username).map(|e| {
         let clients = snapshot.get(&username).map_or(0, |u| u.clients);
         json!({"expires_at": iso(e.expires_at_system()), "clients": clients})
@@ -239,6 +244,7 @@ pub async fn delete_user(
     let uid = user["_id"].as_str().unwrap_or_default().to_string();
     state
         .registry
+        .for_user(&username)
         .send(EndUser {
             username: username.clone(),
             reason: EndReason::Deleted,
@@ -356,7 +362,7 @@ pub async fn ensure_login(
     let wait = state.cfg.session.login_timeout + Duration::from_secs(1);
     let entry = tokio::time::timeout(
         wait,
-        state.registry.send(Login {
+        state.registry.for_user(username).send(Login {
             username: username.to_string(),
             auth,
             renew,
@@ -412,6 +418,7 @@ pub async fn reconnect(
 ) -> Result<HttpResponse, ApiError> {
     let n = state
         .registry
+        .for_user(&username)
         .send(crate::registry::ReconnectClients {
             username: username.clone(),
         })
@@ -429,6 +436,7 @@ pub async fn logout(
 ) -> Result<HttpResponse, ApiError> {
     let entry = state
         .registry
+        .for_user(&username)
         .send(EndUser {
             username: username.clone(),
             reason: EndReason::LoggedOut,
@@ -448,7 +456,7 @@ pub async fn sessions(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let snapshot = state.registry.send(Snapshot).await.map_err(mailbox)?;
+    let snapshot = state.registry.snapshot().await.map_err(mailbox)?;
     let mut list: Vec<Value> = state
         .cache
         .snapshot()

@@ -30,12 +30,13 @@ pub async fn native(
     check_origin(&req, &state)?;
     let username = crate::client_auth::authenticate(&req, &state, &rest).await?;
     let c = &state.cfg.client;
+    let shard = state.registry.shard(&username);
     let actor = ClientSocket::new(
         username,
-        state.registry.clone(),
+        shard.addr.clone(),
         c.heartbeat_interval,
         c.heartbeat_timeout,
         c.queue_limit,
     );
-    super::upgrade::accept(&req, actor, MAX_CLIENT_FRAME)
+    super::upgrade::accept(&req, actor, MAX_CLIENT_FRAME, &shard.arbiter)
 }

@@ -9,7 +9,7 @@ pub mod upgrade;
 use crate::admin::AdminAgent;
 use crate::cache::TokenCache;
 use crate::config::Config;
-use crate::registry::Registry;
+use crate::registry::Registries;
 use actix::Addr;
 use actix_web::web;
 use std::sync::atomic::AtomicBool;
@@ -21,8 +21,8 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// The token cache.
     pub cache: Arc<TokenCache>,
-    /// The registry.
-    pub registry: Addr<Registry>,
+    /// The registry's shards.
+    pub registry: Registries,
     /// The admin agent.
     pub admin: Addr<AdminAgent>,
     /// The admin agent is logged in and we are not stopping.

@@ -9,13 +9,14 @@
 //! that service. It still runs the request through the same actix-web app,
 //! so routing, authentication and JSON errors stay in the ordinary handlers:
 //! a websocket handler answers with [`accept`], which puts a [`Handoff`] in
-//! the 101 response, and the upgrade service then writes the 101 itself and
-//! runs the actor on the bare socket with buffers sized to the traffic. Any
-//! other answer (401, 404, a bad handshake) is written out and the connection
-//! closed.
+//! the 101 response, and the upgrade service then writes the 101 itself,
+//! moves the bare socket to the thread of the user's registry shard (where
+//! the user's session runs too, see `registry`), and runs the actor there
+//! with no buffer held while the client is idle. Any other answer (401, 404,
+//! a bad handshake) is written out and the connection closed.
 
 use super::errors::ApiError;
-use actix::{Actor, StreamHandler};
+use actix::{Actor, ArbiterHandle, StreamHandler};
 use actix_codec::Framed;
 use actix_http::body::{BodySize, MessageBody};
 use actix_http::{h1, ConnectionType, Request, StatusCode};
@@ -24,37 +25,43 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::error::ErrorInternalServerError;
 use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use bytes::{Bytes, BytesMut};
-use futures_util::future::LocalBoxFuture;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::io;
 use std::rc::Rc;
 use std::task::{ready, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 
 /// Most bytes taken per read: clients send pings and small records.
 const READ_CHUNK: usize = 2048;
 /// How long a closed websocket waits for the client to close its side.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-type Start = Box<dyn FnOnce(Rc<TcpStream>, BytesMut) -> LocalBoxFuture<'static, ()>>;
+/// Runs on the target thread with the socket and the bytes that came with
+/// the request; answers on the channel when the websocket is over.
+type Start = Box<dyn FnOnce(std::net::TcpStream, Bytes, oneshot::Sender<()>) + Send>;
 
 /// Carried by a 101 response from [`accept`]: how to run the websocket once
 /// the upgrade service owns the socket.
 pub struct Handoff(Start);
 
 /// Completes a websocket handshake for `actor`: the 101 response, carrying
-/// the [`Handoff`] that the upgrade service runs. A request that is not a
-/// valid websocket handshake gets a 400 naming what is wrong.
+/// the [`Handoff`] that the upgrade service runs. The socket then moves to
+/// `thread` (the user's registry shard) and the actor starts there. A
+/// request that is not a valid websocket handshake gets a 400 naming what is
+/// wrong.
 pub fn accept<A>(
     req: &HttpRequest,
     actor: A,
     max_frame: usize,
+    thread: &ArbiterHandle,
 ) -> Result<HttpResponse, actix_web::Error>
 where
     A: Actor<Context = ws::WebsocketContext<A>>
-        + StreamHandler<Result<ws::Message, ws::ProtocolError>>,
+        + StreamHandler<Result<ws::Message, ws::ProtocolError>>
+        + Send,
 {
     let mut res = ws::handshake(req)
         .map_err(|e| {
@@ -65,7 +72,21 @@ where
             )
         })?
         .finish();
-    let start: Start = Box::new(move |io, early| Box::pin(run(actor, io, early, max_frame)));
+    let thread = thread.clone();
+    let start: Start = Box::new(move |io, early, done| {
+        let spawned = thread.spawn_fn(move || {
+            actix_rt::spawn(async move {
+                match TcpStream::from_std(io) {
+                    Ok(io) => run(actor, Rc::new(io), early, max_frame).await,
+                    Err(e) => log::warn!("a client socket could not move threads: {e}"),
+                }
+                let _ = done.send(());
+            });
+        });
+        if !spawned {
+            log::warn!("a client socket was dropped: its thread has stopped");
+        }
+    });
     res.extensions_mut().insert(Handoff(start));
     Ok(res)
 }
@@ -96,11 +117,16 @@ where
                 .await
                 .map_err(fail)?;
             let mut parts = framed.into_parts();
-            // Frames the client sent right behind its request.
-            let early = std::mem::take(&mut parts.read_buf);
-            // Freed now, not when the websocket ends.
-            parts.write_buf = BytesMut::new();
-            start(Rc::new(parts.io), early).await;
+            // Frames the client sent right behind its request, copied: the
+            // buffer is the dispatcher's 8 KiB.
+            let early = Bytes::copy_from_slice(&parts.read_buf);
+            drop(std::mem::take(&mut parts.read_buf));
+            drop(std::mem::take(&mut parts.write_buf));
+            let io = parts.io.into_std().map_err(fail)?;
+            let (done, ended) = oneshot::channel();
+            start(io, early, done);
+            // This connection (and a graceful stop) waits for the websocket.
+            let _ = ended.await;
         }
         _ => {
             let bytes = actix_http::body::to_bytes(body).await.map_err(|e| {
@@ -128,14 +154,12 @@ where
 
 /// Runs `actor` on the socket until its context finishes, then closes the
 /// socket politely.
-async fn run<A>(actor: A, io: Rc<TcpStream>, early: BytesMut, max_frame: usize)
+async fn run<A>(actor: A, io: Rc<TcpStream>, early: Bytes, max_frame: usize)
 where
     A: Actor<Context = ws::WebsocketContext<A>>
         + StreamHandler<Result<ws::Message, ws::ProtocolError>>,
 {
-    // A copy, and the original dropped now: it holds the dispatcher's 8 KiB.
-    let first = (!early.is_empty()).then(|| Ok(Bytes::copy_from_slice(&early)));
-    drop(early);
+    let first = (!early.is_empty()).then_some(Ok(early));
     let input = futures_util::stream::iter(first).chain(reads(Rc::clone(&io)));
     let codec = actix_http::ws::Codec::new().max_size(max_frame);
     let mut out = Box::pin(ws::WebsocketContext::with_codec(actor, input, codec));

@@ -207,10 +207,12 @@ pub async fn connect(
         }
         None => client_auth::authenticate(&req, &state, &rest).await?,
     };
-    let actor = SignalRSocket::new(
-        username,
-        state.registry.clone(),
-        state.cfg.client.queue_limit,
-    );
-    crate::http::upgrade::accept(&req, actor, crate::client_ws::MAX_CLIENT_FRAME)
+    let shard = state.registry.shard(&username);
+    let actor = SignalRSocket::new(username, shard.addr.clone(), state.cfg.client.queue_limit);
+    crate::http::upgrade::accept(
+        &req,
+        actor,
+        crate::client_ws::MAX_CLIENT_FRAME,
+        &shard.arbiter,
+    )
 }
