@@ -154,10 +154,15 @@ impl Daemon {
                     .into_factory()
                     .map_err(|e: actix_web::Error| e.error_response());
                 HttpService::build()
+                    // Pushes are small frames written one by one: with Nagle
+                    // each would wait for the ACK of the one before, that is
+                    // for the client to read it. (Kestrel, which SignalR
+                    // front ends know, disables it too.)
+                    .tcp_nodelay(true)
                     .client_disconnect_timeout(Duration::from_secs(1))
                     .local_addr(addr)
                     .upgrade(upgrade)
-                    .h1(map_config(main, |_| AppConfig::default()))
+                    .finish(map_config(main, |_| AppConfig::default()))
                     .tcp()
             })?
             .run();

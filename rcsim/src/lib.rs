@@ -141,6 +141,10 @@ fn build_server(
         app
     })
     .workers(workers.max(1))
+    // Rocket.Chat runs on Node's http server, which disables Nagle on every
+    // connection (`noDelay` defaults to true since Node 18): DDP frames
+    // leave at once instead of waiting for the previous frame's ACK.
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(1)
     .listen(listener)?
