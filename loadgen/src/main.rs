@@ -67,6 +67,10 @@ struct Args {
     /// Messages in the full-speed pass.
     #[arg(long, default_value_t = 20_000)]
     messages: usize,
+    /// Messages per second in the latency pass (default: half of the mode's
+    /// full speed). A fixed rate compares the modes at the same offered load.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Client threads in this process.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -461,7 +465,7 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     let half = if a.quick {
         None
     } else {
-        let rate = msgs_per_sec / 2.0;
+        let rate = a.rate.unwrap_or(msgs_per_sec / 2.0);
         let count = ((rate * 10.0) as usize).clamp(100, a.messages);
         Some(pass(&setup, &shared, a, 2, count, Some(rate), "half rate")?)
     };
