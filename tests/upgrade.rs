@@ -104,36 +104,33 @@ async fn a_frame_sent_with_the_upgrade_request_is_answered() {
     assert!(types.contains(&"pong"), "{frames:?}");
 }
 
-#[actix_rt::test]
-async fn upgrade_requests_that_are_not_websockets_get_ordinary_answers() {
-    let env = start(Settings::default(), |_| {}).await;
-    env.sync("alice").await;
-    let token = env.login_token("alice").await;
-
-    // An h2c upgrade attempt on a plain route: answered as HTTP/1.1, then closed.
-    let mut s = TcpStream::connect(env.daemon().addr()).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
-        .await
-        .unwrap();
+/// Sends `request` on a new connection and reads the whole answer, which
+/// ends with the server closing the connection.
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
     let mut all = vec![];
     tokio::time::timeout(WAIT, s.read_to_end(&mut all))
         .await
         .expect("the server closes after answering")
         .unwrap();
-    let all = String::from_utf8_lossy(&all);
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[actix_rt::test]
+async fn upgrade_requests_that_are_not_websockets_get_ordinary_answers() {
+    let env = start(Settings::default(), |_| {}).await;
+    env.sync("alice").await;
+    let token = env.login_token("alice").await;
+    let addr = env.daemon().addr();
+
+    // An h2c upgrade attempt on a plain route: answered as HTTP/1.1, then closed.
+    let all = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n").await;
     assert!(all.starts_with("HTTP/1.1 200"), "{all}");
 
     // A websocket route with a good token but a broken handshake: 400, with the reason.
-    let mut s = TcpStream::connect(env.daemon().addr()).await.unwrap();
-    s.write_all(upgrade_request(&format!("/ws?token={token}"), false).as_bytes())
-        .await
-        .unwrap();
-    let mut all = vec![];
-    tokio::time::timeout(WAIT, s.read_to_end(&mut all))
-        .await
-        .expect("closed after the error")
-        .unwrap();
-    let all = String::from_utf8_lossy(&all);
+    let no_key = upgrade_request(&format!("/ws?token={token}"), false);
+    let all = exchange(addr, no_key.as_bytes()).await;
     assert!(all.starts_with("HTTP/1.1 400"), "{all}");
     assert!(
         all.contains("bad_websocket_handshake") && all.contains("key"),
@@ -141,16 +138,7 @@ async fn upgrade_requests_that_are_not_websockets_get_ordinary_answers() {
     );
 
     // A bad token on the upgrade: imrelay's JSON error, not a websocket.
-    let mut s = TcpStream::connect(env.daemon().addr()).await.unwrap();
-    s.write_all(upgrade_request("/ws?token=nope", true).as_bytes())
-        .await
-        .unwrap();
-    let mut all = vec![];
-    tokio::time::timeout(WAIT, s.read_to_end(&mut all))
-        .await
-        .expect("closed after the error")
-        .unwrap();
-    let all = String::from_utf8_lossy(&all);
+    let all = exchange(addr, upgrade_request("/ws?token=nope", true).as_bytes()).await;
     assert!(all.starts_with("HTTP/1.1 401"), "{all}");
     assert!(all.contains("bad_client_token"), "{all}");
 }
