@@ -22,7 +22,6 @@ use actix_http::body::{BodySize, MessageBody};
 use actix_http::{h1, ConnectionType, Request, StatusCode};
 use actix_rt::net::TcpStream;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::error::ErrorInternalServerError;
 use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::Bytes;
@@ -92,11 +91,29 @@ where
 }
 
 /// The upgrade service's body: `app` is the worker's actix-web app.
+///
+/// A client that leaves while its answer is being written is not an error
+/// worth more than a debug line (actix logs a service error at `error`).
 pub async fn serve<S, B>(
     app: Rc<S>,
     req: Request,
-    mut framed: Framed<TcpStream, h1::Codec>,
+    framed: Framed<TcpStream, h1::Codec>,
 ) -> Result<(), actix_web::Error>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    if let Err(e) = answer(app, req, framed).await {
+        log::debug!("a client left during its upgrade: {e}");
+    }
+    Ok(())
+}
+
+async fn answer<S, B>(
+    app: Rc<S>,
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> io::Result<()>
 where
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody + 'static,
@@ -107,46 +124,36 @@ where
     };
     let handoff = res.extensions_mut().remove::<Handoff>();
     let (mut head, body) = actix_http::Response::from(res).into_parts();
-    let fail = |e: io::Error| {
-        ErrorInternalServerError(format!("writing the upgrade response failed: {e}"))
-    };
     match handoff {
         Some(Handoff(start)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
             framed
                 .send(h1::Message::Item((head, BodySize::None)))
-                .await
-                .map_err(fail)?;
+                .await?;
             let mut parts = framed.into_parts();
             // Frames the client sent right behind its request, copied: the
             // buffer is the dispatcher's 8 KiB.
             let early = Bytes::copy_from_slice(&parts.read_buf);
             drop(std::mem::take(&mut parts.read_buf));
             drop(std::mem::take(&mut parts.write_buf));
-            let io = parts.io.into_std().map_err(fail)?;
+            let io = parts.io.into_std()?;
             let (done, ended) = oneshot::channel();
             start(io, early, done);
             // This connection (and a graceful stop) waits for the websocket.
             let _ = ended.await;
         }
         _ => {
-            let bytes = actix_http::body::to_bytes(body).await.map_err(|e| {
-                ErrorInternalServerError(format!("reading an error body failed: {e}"))
-            })?;
-            head.head_mut().set_connection_type(ConnectionType::Close);
-            framed
-                .send(h1::Message::Item((
-                    head,
-                    BodySize::Sized(bytes.len() as u64),
-                )))
+            // Buffered whole: on websocket routes these are small JSON
+            // errors, and other routes see upgrade headers only from odd clients.
+            let bytes = actix_http::body::to_bytes(body)
                 .await
-                .map_err(fail)?;
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            head.head_mut().set_connection_type(ConnectionType::Close);
+            let size = BodySize::Sized(bytes.len() as u64);
+            framed.send(h1::Message::Item((head, size))).await?;
             if !bytes.is_empty() {
-                framed
-                    .send(h1::Message::Chunk(Some(bytes)))
-                    .await
-                    .map_err(fail)?;
+                framed.send(h1::Message::Chunk(Some(bytes))).await?;
             }
-            framed.send(h1::Message::Chunk(None)).await.map_err(fail)?;
+            framed.send(h1::Message::Chunk(None)).await?;
         }
     }
     Ok(())
