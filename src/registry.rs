@@ -88,6 +88,10 @@ impl UserState {
 /// Session and client ids, unique across shards (logs name them).
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed) + 1
+}
+
 /// One shard of the registry.
 pub struct Registry {
     cfg: Arc<Config>,
@@ -123,17 +127,13 @@ impl Registry {
         }
     }
 
-    fn next(&mut self) -> u64 {
-        NEXT_ID.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
     fn start_session(
         &mut self,
         username: &str,
         auth: SessionAuth,
         ctx: &mut Context<Self>,
     ) -> &mut SessionSlot {
-        let id = self.next();
+        let id = next_id();
         // On this shard's thread, beside the user's clients.
         let addr = UserSession::new(
             id,
@@ -538,7 +538,7 @@ impl Handler<ClientConnect> for Registry {
         if self.cache.touch(&msg.username).is_none() {
             return Err(EndReason::Expired);
         }
-        let id = self.next();
+        let id = next_id();
         let state = self.users.entry(msg.username).or_default();
         state.clients.insert(id, (msg.client, msg.protocol));
         Ok((id, state.seq))
