@@ -417,6 +417,15 @@ fn pct(h: &Histogram<u64>) -> Value {
     json!({"p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": h.max() as f64 / 1000.0, "samples": h.len()})
 }
 
+/// What the latency pass is called in the progress and summary lines.
+fn latency_label(a: &Args) -> &'static str {
+    if a.rate.is_some() {
+        "fixed rate"
+    } else {
+        "half rate"
+    }
+}
+
 fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     let name = format!("{mode:?}").to_lowercase();
     say(format!(
@@ -467,7 +476,15 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     } else {
         let rate = a.rate.unwrap_or(msgs_per_sec / 2.0);
         let count = ((rate * 10.0) as usize).clamp(100, a.messages);
-        Some(pass(&setup, &shared, a, 2, count, Some(rate), "half rate")?)
+        Some(pass(
+            &setup,
+            &shared,
+            a,
+            2,
+            count,
+            Some(rate),
+            latency_label(a),
+        )?)
     };
     *shared.posted.lock().map_err(|_| "poisoned")? =
         [full.posted, half.as_ref().map_or(0, |h| h.posted)];
@@ -523,7 +540,8 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     if let Some(h) = &out["half_rate"].as_object() {
         let l = &h["latency"];
         say(format!(
-            "  half rate ({:.0} msgs/s): p50 {} p90 {} p99 {} p99.9 {} max {} ms, lost {} dup {}",
+            "  {} ({:.0} msgs/s): p50 {} p90 {} p99 {} p99.9 {} max {} ms, lost {} dup {}",
+            latency_label(a),
             h["messages_per_sec"].as_f64().unwrap_or(0.0),
             l["p50_ms"],
             l["p90_ms"],
