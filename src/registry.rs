@@ -19,6 +19,7 @@ use crate::session::{EndReason, SessionAuth, Stop, UserSession};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -456,7 +457,7 @@ impl Handler<SessionGone> for Registry {
 #[rtype(result = "()")]
 pub struct Deliver {
     /// Who.
-    pub username: String,
+    pub username: Arc<str>,
     /// Which session.
     pub session: u64,
     /// What.
@@ -465,17 +466,22 @@ pub struct Deliver {
 
 /// The native protocol's event frame.
 pub fn event_frame(seq: u64, event: &Event) -> ByteString {
-    ByteString::from(format!(
-        r#"{{"type":"event","seq":{seq},"event":"{}","data":{}}}"#,
-        event.name, event.data
-    ))
+    let mut f = String::with_capacity(64 + event.name.len() + event.data.len());
+    f.push_str(r#"{"type":"event","seq":"#);
+    let _ = write!(f, "{seq}");
+    f.push_str(r#","event":""#);
+    f.push_str(event.name);
+    f.push_str(r#"","data":"#);
+    f.push_str(&event.data);
+    f.push('}');
+    ByteString::from(f)
 }
 
 impl Handler<Deliver> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-        let Some(state) = self.users.get_mut(&msg.username) else {
+        let Some(state) = self.users.get_mut(&*msg.username) else {
             return;
         };
         let current = state.session.as_ref().is_some_and(|s| s.id == msg.session);
@@ -707,5 +713,22 @@ impl Handler<ReconnectClients> for Registry {
             c.do_send(ToClient::Reconnect);
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_frames_are_the_native_protocol() {
+        let e = Event {
+            name: "getRoomMessageNotification",
+            data: r#"{"msg":"hi"}"#.into(),
+        };
+        assert_eq!(
+            &*event_frame(42, &e),
+            r#"{"type":"event","seq":42,"event":"getRoomMessageNotification","data":{"msg":"hi"}}"#
+        );
     }
 }

@@ -74,7 +74,8 @@ pub struct Stop(pub EndReason);
 /// The session actor.
 pub struct UserSession {
     id: u64,
-    username: String,
+    /// Shared with every event's [`Deliver`] (a refcount, not a copy).
+    username: Arc<str>,
     auth: SessionAuth,
     cfg: Arc<Config>,
     registry: Addr<Registry>,
@@ -103,7 +104,7 @@ impl UserSession {
     ) -> Self {
         UserSession {
             id,
-            username,
+            username: username.into(),
             auth,
             cfg,
             registry,
@@ -179,7 +180,7 @@ impl UserSession {
         }
         self.stopping = true;
         self.registry.do_send(SessionGone {
-            username: self.username.clone(),
+            username: self.username.to_string(),
             session: self.id,
             reason,
             error,
@@ -191,7 +192,7 @@ impl UserSession {
         let id = self.id();
         let params = match &self.auth {
             SessionAuth::Password { digest } => {
-                json!([{"user": {"username": self.username}, "password": {"digest": digest, "algorithm": "sha-256"}}])
+                json!([{"user": {"username": &*self.username}, "password": {"digest": digest, "algorithm": "sha-256"}}])
             }
             SessionAuth::Resume(c) => json!([{"resume": c.token}]),
         };
@@ -272,7 +273,7 @@ impl UserSession {
             // Later reconnects resume with the token; the password is not kept.
             self.auth = SessionAuth::Resume(creds.clone());
             self.registry.do_send(Established {
-                username: self.username.clone(),
+                username: self.username.to_string(),
                 session: self.id,
                 creds,
             });
@@ -319,7 +320,7 @@ impl UserSession {
                         self.id
                     );
                     self.registry.do_send(SubscriptionsReady {
-                        username: self.username.clone(),
+                        username: self.username.to_string(),
                         session: self.id,
                     });
                 }
@@ -339,7 +340,7 @@ impl UserSession {
                 args,
             } => match map_event(&collection, &event_name, &args) {
                 Mapped::Event(event) => self.registry.do_send(Deliver {
-                    username: self.username.clone(),
+                    username: Arc::clone(&self.username),
                     session: self.id,
                     event,
                 }),

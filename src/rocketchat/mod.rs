@@ -127,6 +127,20 @@ fn method_word(action: &RawValue) -> &'static str {
     }
 }
 
+/// `{"method":<method>,"<key>":<value>}`, sized once (the value is a whole
+/// room or subscription document).
+fn wrap(method: &str, key: &str, value: &str) -> String {
+    let mut s = String::with_capacity(24 + method.len() + key.len() + value.len());
+    s.push_str(r#"{"method":""#);
+    s.push_str(method);
+    s.push_str(r#"",""#);
+    s.push_str(key);
+    s.push_str(r#"":"#);
+    s.push_str(value);
+    s.push('}');
+    s
+}
+
 /// Maps a `changed` stream event to a client event (DESIGN §4). The
 /// arguments stay raw JSON text: the hot path copies bytes, it does not
 /// build values.
@@ -156,12 +170,11 @@ pub fn map_event(collection: &str, event_name: &str, args: &[&RawValue]) -> Mapp
             match event_name.rsplit_once('/').map(|(_, e)| e) {
                 Some("subscriptions-changed") => event(
                     "getRoomSubscriptionChangedNotification",
-                    format!(r#"{{"method":"{}","msg":{}}}"#, method(), arg(1)),
+                    wrap(method(), "msg", arg(1)),
                 ),
-                Some("rooms-changed") => event(
-                    "getRoomChangedNotification",
-                    format!(r#"{{"method":"{}","room":{}}}"#, method(), arg(1)),
-                ),
+                Some("rooms-changed") => {
+                    event("getRoomChangedNotification", wrap(method(), "room", arg(1)))
+                }
                 Some("notification") => event("getDesktopNotification", arg(0).to_string()),
                 Some("message") => event("getEphemeralMessage", arg(0).to_string()),
                 Some("force_logout") => Mapped::Revoked,

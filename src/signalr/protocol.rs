@@ -18,10 +18,14 @@ pub const HANDSHAKE_OK: &str = "{}\u{1e}";
 /// A push: an Invocation without `invocationId` (with one it would be a
 /// "client result" the client must answer).
 pub fn invocation_frame(event: &Event) -> ByteString {
-    ByteString::from(format!(
-        r#"{{"type":1,"target":"{}","arguments":[{}]}}{RS}"#,
-        event.name, event.data
-    ))
+    let mut f = String::with_capacity(48 + event.name.len() + event.data.len());
+    f.push_str(r#"{"type":1,"target":""#);
+    f.push_str(event.name);
+    f.push_str(r#"","arguments":["#);
+    f.push_str(&event.data);
+    f.push_str("]}");
+    f.push(RS);
+    ByteString::from(f)
 }
 
 /// A failed handshake.
