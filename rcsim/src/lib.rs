@@ -31,6 +31,7 @@ pub mod rest;
 pub mod settings;
 pub mod sim;
 pub mod store;
+pub mod tokens;
 
 pub use settings::{CreateTokenProfile, Settings};
 pub use sim::{CallRecord, LoginPath};

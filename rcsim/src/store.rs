@@ -6,6 +6,8 @@
 use crate::ejson::date;
 use crate::error::MeteorError;
 use crate::ids;
+use crate::tokens::LoginTokens;
+pub use crate::tokens::TokenRec;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -171,19 +173,6 @@ impl User {
     fn brief(&self) -> Value {
         json!({"_id": self.id, "username": self.username})
     }
-}
-
-/// A login token's record (`services.resume.loginTokens[]`).
-#[derive(Clone, Debug)]
-pub struct TokenRec {
-    /// Whose token.
-    pub uid: String,
-    /// `when`, ms.
-    pub when: i64,
-    /// Past `tokenExpires` but not purged yet: resume fails, REST still works.
-    pub expired: bool,
-    /// `twoFactorAuthorizedUntil` and the client IP it was granted to.
-    pub two_factor_until: Option<(i64, String)>,
 }
 
 /// A room.
@@ -414,7 +403,7 @@ pub struct Store {
     users: HashMap<String, User>,
     by_username: HashMap<String, String>,
     by_email: HashMap<String, String>,
-    tokens: HashMap<String, TokenRec>,
+    tokens: LoginTokens,
     rooms: HashMap<String, Room>,
     room_by_name: HashMap<String, String>,
     subs: HashMap<String, HashMap<String, Sub>>,
@@ -660,18 +649,7 @@ impl Store {
             },
         );
         // RC keeps at most 50 tokens per user (`ensureLoginTokensLimit`).
-        let mut mine: Vec<(i64, String)> = self
-            .tokens
-            .iter()
-            .filter(|(_, t)| t.uid == uid)
-            .map(|(h, t)| (t.when, h.clone()))
-            .collect();
-        if mine.len() > 50 {
-            mine.sort();
-            for (_, h) in mine.iter().take(mine.len() - 50) {
-                self.tokens.remove(h);
-            }
-        }
+        self.tokens.keep_newest(uid, 50);
         (token, when)
     }
 
@@ -692,45 +670,22 @@ impl Store {
 
     /// `unsetLoginTokens`: removes all of a user's tokens; returns their hashes.
     pub fn remove_user_tokens(&mut self, uid: &str) -> Vec<String> {
-        let hashes: Vec<String> = self
-            .tokens
-            .iter()
-            .filter(|(_, t)| t.uid == uid)
-            .map(|(h, _)| h.clone())
-            .collect();
-        for h in &hashes {
-            self.tokens.remove(h);
-        }
-        hashes
+        self.tokens.remove_user(uid)
     }
 
     /// Marks a user's tokens as past `tokenExpires` (not yet purged).
     pub fn expire_user_tokens(&mut self, uid: &str) -> usize {
-        let mut n = 0;
-        for t in self.tokens.values_mut().filter(|t| t.uid == uid) {
-            t.expired = true;
-            n += 1;
-        }
-        n
+        self.tokens.expire_user(uid)
     }
 
     /// Meteor's `_expireTokens` run: removes every expired token.
     pub fn purge_expired_tokens(&mut self) -> Vec<String> {
-        let hashes: Vec<String> = self
-            .tokens
-            .iter()
-            .filter(|(_, t)| t.expired)
-            .map(|(h, _)| h.clone())
-            .collect();
-        for h in &hashes {
-            self.tokens.remove(h);
-        }
-        hashes
+        self.tokens.purge_expired()
     }
 
     /// How many tokens a user holds.
     pub fn token_count(&self, uid: &str) -> usize {
-        self.tokens.values().filter(|t| t.uid == uid).count()
+        self.tokens.count(uid)
     }
 
     // ---- rooms -------------------------------------------------------
