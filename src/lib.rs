@@ -74,6 +74,19 @@ pub(crate) fn install_crypto_provider() {
 /// Routes added to the daemon's app (the demo's page and endpoints).
 pub type ExtraRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
+/// Connections the listener holds before they are accepted. std's `bind`
+/// listens with 128, and a restart brings every client back at once: each
+/// connection past the backlog waits a second or more for its SYN to be
+/// sent again (loadgen saw 128 listen overflows connecting 9,000 clients).
+/// The kernel caps it at `net.core.somaxconn` (4096 by default since 5.4).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Listens again on an already listening socket with `backlog` (Linux takes
+/// a second `listen()` as a new backlog), whoever bound it.
+pub fn widen_backlog(listener: &TcpListener, backlog: i32) -> std::io::Result<()> {
+    socket2::SockRef::from(listener).listen(backlog)
+}
+
 impl Daemon {
     /// Starts everything on `listener`. Call inside an actix System
     /// (`#[actix_web::main]`, `#[actix_rt::test]`).
@@ -88,6 +101,7 @@ impl Daemon {
         extra: Option<ExtraRoutes>,
     ) -> std::io::Result<Daemon> {
         install_crypto_provider();
+        widen_backlog(&listener, LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
         let cfg = Arc::new(cfg);
         let cache = Arc::new(TokenCache::new(cfg.session.idle_ttl));
