@@ -129,6 +129,8 @@ fn build_server(
     secret: Option<String>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let max_body = 64 << 20;
+    // Node's `server.listen()` backlog (std's bind gives 128).
+    socket2::SockRef::from(&listener).listen(511)?;
     Ok(HttpServer::new(move || {
         let mut app = App::new()
             .app_data(web::Data::new(Arc::clone(&sim)))
