@@ -3,7 +3,6 @@
 //! (`lg<pass> <seq> <µs>`) for latency, and check per client that each
 //! room's messages arrive exactly once and in order, in O(1) memory.
 
-use crate::tail;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use memchr::memmem;
@@ -52,8 +51,6 @@ pub struct Shared {
 /// One thread's results.
 pub struct ThreadResult {
     pub hist: [Histogram<u64>; 2],
-    /// Emit times (µs) of latency-pass events slower than [`tail::OVER_US`].
-    pub slow: Vec<u64>,
     pub lost: [u64; 2],
     pub dup: [u64; 2],
 }
@@ -176,11 +173,7 @@ struct Ctx {
     hist: Rc<RefCell<[Histogram<u64>; 2]>>,
     tracks: Rc<RefCell<Vec<Track>>>,
     rooms: usize,
-    slow: RefCell<Vec<u64>>,
 }
-
-/// Tail samples kept per thread (bounded memory for a pathological run).
-const MAX_SLOW: usize = 1_000_000;
 
 async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
     while let Some(frame) = ws.next().await {
@@ -210,14 +203,7 @@ async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
                 if pass > 1 {
                     continue;
                 }
-                let latency = now_micros().saturating_sub(ts).max(1);
-                let _ = ctx.hist.borrow_mut()[pass].record(latency);
-                if pass == 1 && latency > tail::OVER_US {
-                    let mut slow = ctx.slow.borrow_mut();
-                    if slow.len() < MAX_SLOW {
-                        slow.push(ts);
-                    }
-                }
+                let _ = ctx.hist.borrow_mut()[pass].record(now_micros().saturating_sub(ts).max(1));
                 let mut tracks = ctx.tracks.borrow_mut();
                 let t = &mut tracks[slot];
                 let idx = (seq / ctx.rooms as u64) as i64;
@@ -270,7 +256,6 @@ pub fn spawn(
                                 .collect(),
                         )),
                         rooms,
-                        slow: RefCell::default(),
                     });
                     let mut slot = 0;
                     // Waves keep the servers' accept queues from overflowing.
@@ -305,13 +290,7 @@ pub fn spawn(
                         }
                     }
                     let hist = ctx.hist.borrow().clone();
-                    let slow = ctx.slow.take();
-                    ThreadResult {
-                        hist,
-                        slow,
-                        lost,
-                        dup,
-                    }
+                    ThreadResult { hist, lost, dup }
                 })
             })
         })

@@ -12,7 +12,6 @@ mod clients;
 mod forwarder;
 mod http;
 mod procs;
-mod tail;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use clients::{Kind, Shared, Target};
@@ -495,10 +494,8 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
         Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
     ];
     let (mut lost, mut dup) = ([0u64; 2], [0u64; 2]);
-    let mut slow = vec![];
     for h in handles {
         let r = h.join().map_err(|_| "a client thread panicked")?;
-        slow.push(r.slow);
         for p in 0..2 {
             hist[p].add(&r.hist[p]).map_err(|e| e.to_string())?;
             lost[p] += r.lost[p];
@@ -510,8 +507,6 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     } else {
         0.0
     };
-    let (tail_samples, tail_owned) = tail::single_thread_bursts(&slow);
-    let tail_share = tail_owned as f64 / tail_samples.max(1) as f64;
     let pass_json = |p: &Pass, i: usize| {
         json!({
             "messages": p.posted, "events": p.events, "message_events": p.msg_events, "seconds": p.secs,
@@ -526,10 +521,6 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
         "relay_rss_base_kib": base, "relay_rss_loaded_kib": loaded, "relay_kib_per_user": per_user_kib,
         "full_speed": pass_json(&full, 0),
         "half_rate": half.as_ref().map(|h| pass_json(h, 1)),
-        "latency_tail": half.as_ref().map(|_| json!({
-            "over_ms": tail::OVER_US as f64 / 1000.0, "samples": tail_samples,
-            "share_in_single_client_thread_bursts": tail_share,
-        })),
     });
     let f = &out["full_speed"];
     say(format!(
@@ -549,8 +540,7 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     if let Some(h) = &out["half_rate"].as_object() {
         let l = &h["latency"];
         say(format!(
-            "  {} ({:.0} msgs/s): p50 {} p90 {} p99 {} p99.9 {} max {} ms, lost {} dup {}; \
-             {tail_samples} events over {} ms, {:.0}% of them in bursts on one client thread",
+            "  {} ({:.0} msgs/s): p50 {} p90 {} p99 {} p99.9 {} max {} ms, lost {} dup {}",
             latency_label(a),
             h["messages_per_sec"].as_f64().unwrap_or(0.0),
             l["p50_ms"],
@@ -559,9 +549,7 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
             l["p999_ms"],
             l["max_ms"],
             lost[1],
-            dup[1],
-            tail::OVER_US / 1000,
-            tail_share * 100.0
+            dup[1]
         ));
     }
     if base > 0 {
