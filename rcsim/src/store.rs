@@ -658,7 +658,8 @@ impl Store {
         self.tokens.get(hashed)
     }
 
-    /// The record of a hashed token, mutably.
+    /// The record of a hashed token, mutably (its `uid` must not change:
+    /// the tokens are indexed by it).
     pub fn token_mut(&mut self, hashed: &str) -> Option<&mut TokenRec> {
         self.tokens.get_mut(hashed)
     }

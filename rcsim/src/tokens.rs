@@ -29,13 +29,13 @@ pub struct LoginTokens {
 impl LoginTokens {
     /// Adds a token.
     pub fn insert(&mut self, hash: String, rec: TokenRec) {
-        self.by_user
-            .entry(rec.uid.clone())
-            .or_default()
-            .insert(hash.clone());
+        let uid = rec.uid.clone();
+        // Unindex a replaced record before indexing the new one: with the
+        // same uid the other order would drop the new entry.
         if let Some(old) = self.by_hash.insert(hash.clone(), rec) {
             self.unindex(&old.uid, &hash);
         }
+        self.by_user.entry(uid).or_default().insert(hash);
     }
 
     /// A token's record.
@@ -74,9 +74,10 @@ impl LoginTokens {
         let Some(mine) = self.by_user.get(uid).filter(|m| m.len() > n) else {
             return;
         };
+        // Every indexed hash has a record (the methods keep the two in step).
         let mut aged: Vec<(i64, String)> = mine
             .iter()
-            .filter_map(|h| self.by_hash.get(h).map(|t| (t.when, h.clone())))
+            .map(|h| (self.by_hash[h].when, h.clone()))
             .collect();
         aged.sort();
         let drop = aged.len() - n;
@@ -147,6 +148,13 @@ mod tests {
         }
         t.insert("b0".into(), rec("b", 0));
         assert_eq!((t.count("a"), t.count("b"), t.count("c")), (5, 1, 0));
+        // Re-inserting a hash replaces it, for the same user or another.
+        t.insert("a4".into(), rec("a", 4));
+        assert_eq!(t.count("a"), 5);
+        t.insert("b0".into(), rec("c", 0));
+        assert_eq!((t.count("b"), t.count("c")), (0, 1));
+        t.insert("b0".into(), rec("b", 0));
+        assert_eq!((t.count("b"), t.count("c")), (1, 0));
         t.keep_newest("a", 3);
         assert_eq!(t.count("a"), 3);
         assert!(t.get("a0").is_none() && t.get("a1").is_none() && t.get("a2").is_some());
