@@ -81,6 +81,23 @@ struct ChangedFrame<'a> {
     collection: Option<Text<'a>>,
     #[serde(borrow)]
     fields: Option<Fields<'a>>,
+    // The general frame's other fields, so that this pass rejects what that
+    // one does (a duplicate key, a mistyped field); they borrow, and the
+    // owned ones are absent from real `changed` frames.
+    #[serde(borrow, rename = "msg")]
+    _msg: Option<Text<'a>>,
+    #[serde(borrow, rename = "id")]
+    _id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "result")]
+    _result: Option<&'a RawValue>,
+    #[serde(borrow, rename = "error")]
+    _error: Option<&'a RawValue>,
+    #[serde(rename = "subs")]
+    _subs: Option<Vec<String>>,
+    #[serde(rename = "version")]
+    _version: Option<String>,
+    #[serde(rename = "reason")]
+    _reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -259,5 +276,8 @@ mod tests {
         // Arguments that are not a list are an error on either path.
         assert!(parse(br#"{"msg":"changed","collection":"c","fields":{"args":7}}"#).is_err());
         assert!(parse(br#"{"collection":"c","msg":"changed","fields":{"args":7}}"#).is_err());
+        // What the general frame rejects, the one pass rejects too.
+        assert!(parse(br#"{"msg":"changed","collection":"c","msg":"ping"}"#).is_err());
+        assert!(parse(br#"{"msg":"changed","collection":"c","subs":5}"#).is_err());
     }
 }
