@@ -2,8 +2,12 @@
 //! listener's backlog until the accept loop takes them; past it the kernel
 //! drops their SYN and the client tries again a second or more later.
 
-use imrelay::{widen_backlog, LISTEN_BACKLOG};
+mod common;
+
+use imrelay::config::Config;
+use imrelay::{widen_backlog, Daemon, LISTEN_BACKLOG};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// How many connections complete their handshake at once while nobody accepts.
@@ -30,4 +34,41 @@ fn the_listener_holds_a_reconnect_storm() {
     let widened = TcpListener::bind("127.0.0.1:0").unwrap();
     widen_backlog(&widened, LISTEN_BACKLOG).unwrap();
     assert_eq!(held_without_accept(&widened, 1000), 1000);
+}
+
+/// A listening socket's backlog: Linux reports it in `tcpi_sacked`.
+fn backlog(listener: &TcpListener) -> u32 {
+    // SAFETY: getsockopt writes at most `len` bytes into a zeroed tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "getsockopt(TCP_INFO): {}",
+        std::io::Error::last_os_error()
+    );
+    info.tcpi_sacked
+}
+
+#[actix_rt::test]
+async fn the_daemon_listens_with_its_backlog() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let probe = listener.try_clone().unwrap();
+    let cfg = Config::for_rocketchat("http://127.0.0.1:9", ("super", "123qwe"), common::API_KEY);
+    let daemon = Daemon::start(cfg, listener).unwrap();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u32::MAX);
+    assert_eq!(backlog(&probe), somaxconn.min(LISTEN_BACKLOG as u32));
+    daemon.shutdown().await;
 }
