@@ -9,7 +9,7 @@ use crate::rocketchat::ddp;
 use actix::prelude::*;
 use actix_codec::{Decoder, Encoder};
 use awc::ws::{CloseCode, Frame, Message};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use local_channel::mpsc::Receiver;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -20,12 +20,13 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum FromConn {
-    /// A whole text message.
-    Text {
-        /// The connection it came from.
+    /// The whole text messages of one read, in order: one actor message
+    /// per read, not per DDP frame (one chat message brings a user three).
+    Texts {
+        /// The connection they came from.
         conn: u64,
-        /// The bytes.
-        text: bytes::Bytes,
+        /// Their bytes.
+        texts: Vec<Bytes>,
     },
     /// The socket is gone (or never opened).
     Closed {
@@ -112,23 +113,25 @@ async fn drive(
     }
     loop {
         // Whole frames already buffered (the handshake may have brought some).
+        let mut texts = vec![];
         loop {
             let frame = match codec.decode(&mut buf) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => return format!("websocket error: {e}"),
+                Err(e) => {
+                    hand_over(to, conn, &mut texts);
+                    return format!("websocket error: {e}");
+                }
             };
             match frame {
-                Frame::Text(text) => to.do_send(FromConn::Text { conn, text }),
+                Frame::Text(text) => texts.push(text),
                 Frame::Continuation(item) => {
                     let r = reasm.item(item, max_frame);
                     match r {
                         Fragment::Pending => {}
-                        Fragment::Complete(text) => to.do_send(FromConn::Text {
-                            conn,
-                            text: text.into(),
-                        }),
+                        Fragment::Complete(text) => texts.push(text.into()),
                         Fragment::Violation(v) => {
+                            hand_over(to, conn, &mut texts);
                             let _ = send(
                                 &mut writer,
                                 &mut codec,
@@ -143,6 +146,7 @@ async fn drive(
                     let _ = send(&mut writer, &mut codec, Message::Pong(p)).await;
                 }
                 Frame::Close(reason) => {
+                    hand_over(to, conn, &mut texts);
                     return format!(
                         "Rocket.Chat closed the socket ({})",
                         reason.map_or("no code".into(), |r| format!("{:?}", r.code))
@@ -151,6 +155,7 @@ async fn drive(
                 Frame::Pong(_) | Frame::Binary(_) => {}
             }
         }
+        hand_over(to, conn, &mut texts);
         if buf.is_empty() {
             // Frees the allocation once the frames split off it are dropped.
             buf = BytesMut::new();
@@ -190,6 +195,16 @@ async fn drive(
                 Err(e) => return format!("read failed: {e}"),
             },
         }
+    }
+}
+
+/// Sends the session what one read brought, if anything.
+fn hand_over(to: &Recipient<FromConn>, conn: u64, texts: &mut Vec<Bytes>) {
+    if !texts.is_empty() {
+        to.do_send(FromConn::Texts {
+            conn,
+            texts: std::mem::take(texts),
+        });
     }
 }
 

@@ -465,9 +465,15 @@ impl Handler<FromConn> for UserSession {
 
     fn handle(&mut self, msg: FromConn, ctx: &mut Self::Context) {
         match msg {
-            FromConn::Text { conn, text } if conn == self.conn => {
+            FromConn::Texts { conn, texts } if conn == self.conn => {
                 self.last_heard = Instant::now();
-                self.on_text(&text, ctx);
+                for text in &texts {
+                    // A frame may end the session or replace the connection.
+                    if self.stopping || conn != self.conn {
+                        break;
+                    }
+                    self.on_text(text, ctx);
+                }
             }
             FromConn::Closed { conn, error } if conn == self.conn => self.on_closed(error, ctx),
             _ => {}
