@@ -47,14 +47,17 @@ pub enum ServerMsg<'a> {
     Other,
 }
 
+/// A server frame. `F` is how `fields` is read: as a stream event's
+/// ([`Fields`]), so that a `changed` frame, most of which is the event's
+/// arguments, is scanned once; or raw, for a frame whose `fields` is some
+/// other document.
 #[derive(Deserialize)]
-struct Frame<'a> {
+struct Frame<'a, F> {
     #[serde(borrow)]
-    msg: Option<Cow<'a, str>>,
+    msg: Option<Text<'a>>,
     #[serde(borrow)]
-    collection: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    fields: Option<&'a RawValue>,
+    collection: Option<Text<'a>>,
+    fields: Option<F>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -72,34 +75,6 @@ struct Frame<'a> {
 #[derive(Deserialize)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// A `changed` frame read in one pass. The general [`Frame`] keeps `fields`
-/// raw and parses it again, so the stream event's arguments (most of the
-/// frame) were scanned twice; this was a sixth of the relay's CPU.
-#[derive(Deserialize)]
-struct ChangedFrame<'a> {
-    #[serde(borrow)]
-    collection: Option<Text<'a>>,
-    #[serde(borrow)]
-    fields: Option<Fields<'a>>,
-    // The general frame's other fields, so that this pass rejects what that
-    // one does (a duplicate key, a mistyped field); they borrow, and the
-    // owned ones are absent from real `changed` frames.
-    #[serde(borrow, rename = "msg")]
-    _msg: Option<Text<'a>>,
-    #[serde(borrow, rename = "id")]
-    _id: Option<&'a RawValue>,
-    #[serde(borrow, rename = "result")]
-    _result: Option<&'a RawValue>,
-    #[serde(borrow, rename = "error")]
-    _error: Option<&'a RawValue>,
-    #[serde(rename = "subs")]
-    _subs: Option<Vec<String>>,
-    #[serde(rename = "version")]
-    _version: Option<String>,
-    #[serde(rename = "reason")]
-    _reason: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(borrow, rename = "eventName")]
@@ -114,37 +89,39 @@ fn value(raw: Option<&RawValue>) -> Option<Value> {
 
 /// Parses a text frame.
 pub fn parse(text: &[u8]) -> Result<ServerMsg<'_>, serde_json::Error> {
-    // Meteor writes `msg` first; any other frame takes the general path.
-    if text.starts_with(br#"{"msg":"changed","#) {
-        if let Ok(f) = serde_json::from_slice::<ChangedFrame<'_>>(text) {
-            let (event_name, args) = f.fields.map_or((None, vec![]), |f| (f.event_name, f.args));
-            return Ok(ServerMsg::Changed {
-                collection: f.collection.map(|t| t.0).unwrap_or_default(),
-                event_name: event_name.map(|t| t.0).unwrap_or_default(),
-                args,
-            });
+    match serde_json::from_slice::<Frame<'_, Fields<'_>>>(text) {
+        Ok(f) => interpret(f, Ok),
+        // `fields` is not a stream event's (or the frame is not JSON at all).
+        Err(_) => {
+            let f: Frame<'_, &RawValue> = serde_json::from_slice(text)?;
+            interpret(f, |raw| serde_json::from_str(raw.get()))
         }
     }
-    let f: Frame<'_> = serde_json::from_slice(text)?;
+}
+
+fn interpret<'a, F>(
+    f: Frame<'a, F>,
+    fields: impl FnOnce(F) -> Result<Fields<'a>, serde_json::Error>,
+) -> Result<ServerMsg<'a>, serde_json::Error> {
     let id = || {
         f.id.map(|i| {
             serde_json::from_str::<String>(i.get()).unwrap_or_else(|_| i.get().to_string())
         })
         .unwrap_or_default()
     };
-    Ok(match f.msg.as_deref() {
+    Ok(match f.msg.as_ref().map(|m| &*m.0) {
         Some("changed") => {
-            let fields: Fields<'_> = match f.fields {
-                Some(raw) => serde_json::from_str(raw.get())?,
-                None => Fields {
-                    event_name: None,
-                    args: vec![],
-                },
+            let (event_name, args) = match f.fields {
+                Some(raw) => {
+                    let f = fields(raw)?;
+                    (f.event_name, f.args)
+                }
+                None => (None, vec![]),
             };
             ServerMsg::Changed {
-                collection: f.collection.unwrap_or_default(),
-                event_name: fields.event_name.map(|t| t.0).unwrap_or_default(),
-                args: fields.args,
+                collection: f.collection.map(|t| t.0).unwrap_or_default(),
+                event_name: event_name.map(|t| t.0).unwrap_or_default(),
+                args,
             }
         }
         Some("connected") => ServerMsg::Connected,
