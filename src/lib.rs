@@ -74,6 +74,11 @@ pub(crate) fn install_crypto_provider() {
 /// Routes added to the daemon's app (the demo's page and endpoints).
 pub type ExtraRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
+/// Cores to spread over: one HTTP worker and one registry shard each.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Connections the listener holds before they are accepted. std's `bind`
 /// listens with 128, and a restart brings every client back at once: each
 /// connection past the backlog waits a second or more for its SYN to be
@@ -143,9 +148,8 @@ impl Daemon {
         // actix-web's HttpServer, assembled by hand for one addition: an
         // upgrade service, so client websockets leave the HTTP dispatcher
         // and its fixed buffers (see http::upgrade).
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let server = actix_server::Server::build()
-            .workers(workers)
+            .workers(cores())
             .disable_signals()
             .shutdown_timeout(cfg.server.shutdown_timeout.as_secs().max(1))
             .listen("imrelay", listener, move || {

@@ -245,7 +245,7 @@ pub struct Shard {
 impl Registries {
     /// Starts one shard per core, each on a thread of its own.
     pub fn start(cfg: Arc<Config>, cache: Arc<TokenCache>) -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = crate::cores();
         let shards = (0..threads)
             .map(|i| {
                 let arbiter = Arbiter::new().handle();
