@@ -77,13 +77,15 @@ where
             actix_rt::spawn(async move {
                 match TcpStream::from_std(io) {
                     Ok(io) => run(actor, Rc::new(io), early, max_frame).await,
-                    Err(e) => log::warn!("a client socket could not move threads: {e}"),
+                    Err(e) => log::warn!(
+                        "a client websocket was closed: its socket could not be moved to the user's registry thread ({e})"
+                    ),
                 }
                 let _ = done.send(());
             });
         });
         if !spawned {
-            log::warn!("a client socket was dropped: its thread has stopped");
+            log::warn!("a client websocket was closed: the user's registry thread has stopped (is imrelay shutting down?)");
         }
     });
     res.extensions_mut().insert(Handoff(start));
