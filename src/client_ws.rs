@@ -19,8 +19,9 @@ pub const MAX_CLIENT_FRAME: usize = 64 << 10;
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub enum ToClient {
-    /// An event frame, serialised once for all of the user's clients.
-    Push(ByteString),
+    /// The event frames of one read from Rocket.Chat, each serialised once
+    /// for all of the user's clients that speak its protocol.
+    Push(Vec<ByteString>),
     /// The session is over for good.
     End(EndReason),
     /// The client fell behind: close with 4008.
@@ -149,7 +150,7 @@ impl Handler<ToClient> for ClientSocket {
 
     fn handle(&mut self, msg: ToClient, ctx: &mut Self::Context) {
         match msg {
-            ToClient::Push(frame) => ctx.text(frame),
+            ToClient::Push(frames) => frames.into_iter().for_each(|f| ctx.text(f)),
             ToClient::End(reason) => {
                 // The registry already forgot this client.
                 self.id = None;

@@ -360,7 +360,8 @@ pub struct ClientConfig {
     pub heartbeat_interval: Duration,
     /// Close after this much silence.
     pub heartbeat_timeout: Duration,
-    /// Outgoing messages queued per client before it is closed as a slow consumer.
+    /// Deliveries (the events of one read from Rocket.Chat each) queued per
+    /// client before it is closed as a slow consumer.
     pub queue_limit: usize,
     /// JWTs signed by the backend accepted as client credentials.
     pub jwt: Option<JwtConfig>,

@@ -452,7 +452,7 @@ impl Handler<SessionGone> for Registry {
     }
 }
 
-/// From a session: an event for the user's clients.
+/// From a session: the events of one read, for the user's clients.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
@@ -460,8 +460,8 @@ pub struct Deliver {
     pub username: Arc<str>,
     /// Which session.
     pub session: u64,
-    /// What.
-    pub event: Event,
+    /// What, in Rocket.Chat's order.
+    pub events: Vec<Event>,
 }
 
 /// The native protocol's event frame.
@@ -486,25 +486,35 @@ impl Handler<Deliver> for Registry {
         };
         let current = state.session.as_ref().is_some_and(|s| s.id == msg.session);
         let retiring = state.retiring.as_ref().is_some_and(|s| s.id == msg.session);
-        if !(current || retiring) || state.duplicate(&msg.event) {
-            return;
-        }
-        state.seq += 1;
-        if state.clients.is_empty() {
+        if !(current || retiring) {
             return;
         }
         // Each frame is built once, and only for a protocol some client speaks.
-        let (mut native, mut signalr) = (None, None);
+        let speaks = |p| state.clients.values().any(|(_, protocol)| *protocol == p);
+        let (wants_native, wants_signalr) = (speaks(Protocol::Native), speaks(Protocol::SignalR));
+        let (mut native, mut signalr) = (vec![], vec![]);
+        for event in &msg.events {
+            if state.duplicate(event) {
+                continue;
+            }
+            state.seq += 1;
+            if wants_native {
+                native.push(event_frame(state.seq, event));
+            }
+            if wants_signalr {
+                signalr.push(crate::signalr::protocol::invocation_frame(event));
+            }
+        }
+        if native.is_empty() && signalr.is_empty() {
+            return;
+        }
         let mut slow = vec![];
         for (id, (c, protocol)) in &state.clients {
-            let frame = match protocol {
-                Protocol::Native => {
-                    native.get_or_insert_with(|| event_frame(state.seq, &msg.event))
-                }
-                Protocol::SignalR => signalr
-                    .get_or_insert_with(|| crate::signalr::protocol::invocation_frame(&msg.event)),
+            let frames = match protocol {
+                Protocol::Native => native.clone(),
+                Protocol::SignalR => signalr.clone(),
             };
-            if let Err(SendError::Full(_)) = c.try_send(ToClient::Push(frame.clone())) {
+            if let Err(SendError::Full(_)) = c.try_send(ToClient::Push(frames)) {
                 slow.push(*id);
             }
         }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::ddp_conn::{self, FromConn};
 use crate::registry::{Deliver, Established, Registry, SessionGone, SubscriptionsReady};
 use crate::rocketchat::ddp::{self, ServerMsg};
-use crate::rocketchat::{map_event, Credentials, Mapped, RcError, USER_EVENTS};
+use crate::rocketchat::{map_event, Credentials, Event, Mapped, RcError, USER_EVENTS};
 use actix::prelude::*;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -74,8 +74,11 @@ pub struct Stop(pub EndReason);
 /// The session actor.
 pub struct UserSession {
     id: u64,
-    /// Shared with every event's [`Deliver`] (a refcount, not a copy).
+    /// Shared with every [`Deliver`] (a refcount, not a copy).
     username: Arc<str>,
+    /// Events of the frames read so far, delivered together at the end of
+    /// the read (or before any other report to the registry, to keep order).
+    events: Vec<Event>,
     auth: SessionAuth,
     cfg: Arc<Config>,
     registry: Addr<Registry>,
@@ -105,6 +108,7 @@ impl UserSession {
         UserSession {
             id,
             username: username.into(),
+            events: vec![],
             auth,
             cfg,
             registry,
@@ -179,6 +183,7 @@ impl UserSession {
             return;
         }
         self.stopping = true;
+        self.deliver();
         self.registry.do_send(SessionGone {
             username: self.username.to_string(),
             session: self.id,
@@ -186,6 +191,19 @@ impl UserSession {
             error,
         });
         ctx.stop();
+    }
+
+    /// Hands the events read so far to the registry, in one message: one
+    /// mailbox round per read instead of one per event.
+    fn deliver(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        self.registry.do_send(Deliver {
+            username: Arc::clone(&self.username),
+            session: self.id,
+            events: std::mem::take(&mut self.events),
+        });
     }
 
     fn login(&mut self) {
@@ -272,6 +290,7 @@ impl UserSession {
             self.established = true;
             // Later reconnects resume with the token; the password is not kept.
             self.auth = SessionAuth::Resume(creds.clone());
+            self.deliver();
             self.registry.do_send(Established {
                 username: self.username.to_string(),
                 session: self.id,
@@ -319,6 +338,7 @@ impl UserSession {
                         self.username,
                         self.id
                     );
+                    self.deliver();
                     self.registry.do_send(SubscriptionsReady {
                         username: self.username.to_string(),
                         session: self.id,
@@ -339,11 +359,7 @@ impl UserSession {
                 event_name,
                 args,
             } => match map_event(&collection, &event_name, &args) {
-                Mapped::Event(event) => self.registry.do_send(Deliver {
-                    username: Arc::clone(&self.username),
-                    session: self.id,
-                    event,
-                }),
+                Mapped::Event(event) => self.events.push(event),
                 Mapped::Revoked => {
                     log::info!(
                         "user={} session={} Rocket.Chat forced a logout",
@@ -474,6 +490,7 @@ impl Handler<FromConn> for UserSession {
                     }
                     self.on_text(text, ctx);
                 }
+                self.deliver();
             }
             FromConn::Closed { conn, error } if conn == self.conn => self.on_closed(error, ctx),
             _ => {}

@@ -209,7 +209,7 @@ impl Handler<ToClient> for SignalRSocket {
 
     fn handle(&mut self, msg: ToClient, ctx: &mut Self::Context) {
         match msg {
-            ToClient::Push(frame) => self.send(ctx, frame),
+            ToClient::Push(frames) => frames.into_iter().for_each(|f| self.send(ctx, f)),
             // The session is over for good: no reconnect.
             ToClient::End(reason) => self.finish(
                 ctx,
