@@ -53,6 +53,8 @@ pub struct ThreadResult {
     pub hist: [Histogram<u64>; 2],
     pub lost: [u64; 2],
     pub dup: [u64; 2],
+    /// The latency pass's samples as (receive µs, latency µs), if asked for.
+    pub timeline: Vec<(u64, u64)>,
 }
 
 struct Track {
@@ -173,6 +175,7 @@ struct Ctx {
     hist: Rc<RefCell<[Histogram<u64>; 2]>>,
     tracks: Rc<RefCell<Vec<Track>>>,
     rooms: usize,
+    timeline: Option<RefCell<Vec<(u64, u64)>>>,
 }
 
 async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
@@ -203,7 +206,12 @@ async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
                 if pass > 1 {
                     continue;
                 }
-                let _ = ctx.hist.borrow_mut()[pass].record(now_micros().saturating_sub(ts).max(1));
+                let now = now_micros();
+                let latency = now.saturating_sub(ts).max(1);
+                let _ = ctx.hist.borrow_mut()[pass].record(latency);
+                if let (1, Some(t)) = (pass, &ctx.timeline) {
+                    t.borrow_mut().push((now, latency));
+                }
                 let mut tracks = ctx.tracks.borrow_mut();
                 let t = &mut tracks[slot];
                 let idx = (seq / ctx.rooms as u64) as i64;
@@ -229,6 +237,7 @@ pub fn spawn(
     threads: usize,
     rooms: usize,
     shared: Arc<Shared>,
+    timeline: bool,
 ) -> Vec<std::thread::JoinHandle<ThreadResult>> {
     let per = targets.len().div_ceil(threads.max(1)).max(1);
     targets
@@ -256,6 +265,7 @@ pub fn spawn(
                                 .collect(),
                         )),
                         rooms,
+                        timeline: timeline.then(|| RefCell::new(Vec::with_capacity(1 << 16))),
                     });
                     let mut slot = 0;
                     // Waves keep the servers' accept queues from overflowing.
@@ -290,7 +300,13 @@ pub fn spawn(
                         }
                     }
                     let hist = ctx.hist.borrow().clone();
-                    ThreadResult { hist, lost, dup }
+                    let timeline = ctx.timeline.as_ref().map(|t| t.take()).unwrap_or_default();
+                    ThreadResult {
+                        hist,
+                        lost,
+                        dup,
+                        timeline,
+                    }
                 })
             })
         })

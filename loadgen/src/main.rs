@@ -97,6 +97,10 @@ struct Args {
     /// The imrelay binary (default: next to this one).
     #[arg(long)]
     imrelay: Option<String>,
+    /// Write each latency-pass sample to DIR/<mode>.csv (receive µs, latency
+    /// µs, client thread), to see when the slow events happen.
+    #[arg(long, value_name = "DIR")]
+    timeline: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -441,6 +445,7 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
         a.threads,
         setup.rooms.len(),
         Arc::clone(&shared),
+        a.timeline.is_some(),
     );
     wait("clients connected", Duration::from_secs(300), || {
         shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= total
@@ -494,13 +499,24 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
         Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
     ];
     let (mut lost, mut dup) = ([0u64; 2], [0u64; 2]);
-    for h in handles {
+    let mut timeline = String::from("recv_us,latency_us,thread\n");
+    for (thread, h) in handles.into_iter().enumerate() {
         let r = h.join().map_err(|_| "a client thread panicked")?;
+        for (at, latency) in &r.timeline {
+            timeline.push_str(&format!("{at},{latency},{thread}\n"));
+        }
         for p in 0..2 {
             hist[p].add(&r.hist[p]).map_err(|e| e.to_string())?;
             lost[p] += r.lost[p];
             dup[p] += r.dup[p];
         }
+    }
+    if let Some(dir) = &a.timeline {
+        let path = std::path::Path::new(dir).join(format!("{name}.csv"));
+        std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&path, timeline))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        say(format!("  timeline: {}", path.display()));
     }
     let per_user_kib = if base > 0 {
         (loaded.saturating_sub(base)) as f64 / a.users as f64
