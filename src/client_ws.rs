@@ -119,7 +119,7 @@ impl Actor for ClientSocket {
                 Err(_) => Self::close(ctx, ws::CloseCode::Error, "registry unavailable"),
             })
             .wait(ctx);
-        ctx.run_interval(self.heartbeat, |act, ctx| {
+        crate::timers::run_interval_spread(ctx, self.heartbeat, |act: &mut Self, ctx| {
             if act.heard.elapsed() > act.timeout {
                 log::info!(
                     "user={} client={:?} dropped: silent for {:?}",

@@ -38,6 +38,7 @@ pub mod registry;
 pub mod rocketchat;
 pub mod session;
 pub mod signalr;
+pub mod timers;
 
 use actix::{Actor, Addr};
 use actix_http::HttpService;

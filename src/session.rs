@@ -451,7 +451,7 @@ impl Actor for UserSession {
             }
         });
         let every = self.cfg.session.ping_interval;
-        ctx.run_interval(every, move |act, ctx| {
+        crate::timers::run_interval_spread(ctx, every, move |act: &mut Self, ctx| {
             if act.tx.is_none() {
                 return;
             }
