@@ -521,7 +521,7 @@ impl Handler<Deliver> for Registry {
         for id in slow {
             if let Some((c, _)) = state.clients.remove(&id) {
                 log::warn!(
-                    "user={} client={id} closed: slow consumer (more than {} messages queued)",
+                    "user={} client={id} closed: slow consumer (more than {} deliveries queued)",
                     msg.username,
                     self.cfg.client.queue_limit
                 );
