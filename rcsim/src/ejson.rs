@@ -19,6 +19,20 @@ pub fn date(ms: i64) -> Value {
     json!({ "$date": ms })
 }
 
+/// An EJSON date for documents serialised straight from a struct (the
+/// same bytes as [`date`]).
+#[derive(serde::Serialize)]
+pub struct Date {
+    #[serde(rename = "$date")]
+    ms: i64,
+}
+
+impl From<i64> for Date {
+    fn from(ms: i64) -> Self {
+        Date { ms }
+    }
+}
+
 /// The milliseconds of an EJSON date, or of an ISO string as REST clients send it.
 pub fn parse_date(v: &Value) -> Option<i64> {
     match v {

@@ -3,7 +3,7 @@
 //! would emit for it (`protocol/rocketchat.md` §3.4, §7.6); the caller hands
 //! them to the [`crate::hub::Hub`] after releasing the store lock.
 
-use crate::ejson::date;
+use crate::ejson::{date, Date};
 use crate::error::MeteorError;
 use crate::ids;
 use crate::tokens::LoginTokens;
@@ -283,25 +283,71 @@ pub struct Sub {
 }
 
 impl Sub {
-    /// The document (`subscriptionFields`).
-    pub fn doc(&self) -> Value {
-        json!({
-            "_id": self.id,
-            "rid": self.rid,
-            "u": {"_id": self.uid, "username": self.username},
-            "name": self.name,
-            "fname": self.fname,
-            "t": self.t.code(),
-            "ts": date(self.ts),
-            "ls": date(self.ls),
-            "open": self.open,
-            "alert": self.alert,
-            "unread": self.unread,
-            "userMentions": self.user_mentions,
-            "groupMentions": self.group_mentions,
-            "_updatedAt": date(self.updated_at),
-        })
+    /// The document (`subscriptionFields`), borrowed: posting a message
+    /// serialises one per member, and building a `Value` for each took most
+    /// of rcsim's CPU under load.
+    fn view(&self) -> SubDoc<'_> {
+        SubDoc {
+            id: &self.id,
+            rid: &self.rid,
+            u: SubUser {
+                id: &self.uid,
+                username: &self.username,
+            },
+            name: &self.name,
+            fname: &self.fname,
+            t: self.t.code(),
+            ts: self.ts.into(),
+            ls: self.ls.into(),
+            open: self.open,
+            alert: self.alert,
+            unread: self.unread,
+            user_mentions: self.user_mentions,
+            group_mentions: self.group_mentions,
+            updated_at: self.updated_at.into(),
+        }
     }
+
+    /// The document (`subscriptionFields`), for REST.
+    pub fn doc(&self) -> Value {
+        serde_json::to_value(self.view()).unwrap_or_default()
+    }
+
+    /// The `subscriptions-changed` arguments: `[kind, document]`.
+    fn changed_args(&self, kind: &str) -> Arc<str> {
+        Arc::from(serde_json::to_string(&(kind, self.view())).unwrap_or_default())
+    }
+}
+
+/// [`Sub`]'s document, in Rocket.Chat's key order.
+#[derive(serde::Serialize)]
+struct SubDoc<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+    rid: &'a str,
+    u: SubUser<'a>,
+    name: &'a str,
+    fname: &'a str,
+    t: &'static str,
+    ts: Date,
+    ls: Date,
+    open: bool,
+    alert: bool,
+    unread: u64,
+    #[serde(rename = "userMentions")]
+    user_mentions: u64,
+    #[serde(rename = "groupMentions")]
+    group_mentions: u64,
+    #[serde(rename = "_updatedAt")]
+    updated_at: Date,
+}
+
+/// `{"_id", "username"}`, as in a subscription's `u`.
+#[derive(serde::Serialize)]
+struct SubUser<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+    username: &'a str,
 }
 
 struct StoredMessage {
@@ -901,10 +947,10 @@ impl Store {
             }
             None => sub,
         };
-        out.push(user_event(
+        out.push(user_event_shared(
             uid,
             "subscriptions-changed",
-            json!(["inserted", sub.doc()]),
+            sub.changed_args("inserted"),
         ));
         out.push(user_event(
             uid,
@@ -1011,10 +1057,10 @@ impl Store {
         sub.group_mentions = 0;
         sub.ls = now;
         sub.updated_at = now;
-        out.push(user_event(
+        out.push(user_event_shared(
             uid,
             "subscriptions-changed",
-            json!(["updated", sub.doc()]),
+            sub.changed_args("updated"),
         ));
         true
     }
@@ -1212,10 +1258,10 @@ impl Store {
                     sub.alert = true;
                     sub.open = true;
                     sub.updated_at = now;
-                    out.push(user_event(
+                    out.push(user_event_shared(
                         member,
                         "subscriptions-changed",
-                        json!(["updated", sub.doc()]),
+                        sub.changed_args("updated"),
                     ));
                     if let (Some(n), true) = (&notification, counts) {
                         out.push(user_event_shared(member, "notification", Arc::clone(n)));
@@ -1477,4 +1523,55 @@ fn emit_message(
         members,
         public,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_serialises_as_its_value_document_did() {
+        let sub = Sub {
+            id: "sub\"1".into(),
+            rid: "GENERAL".into(),
+            uid: "u\\1".into(),
+            username: "zoë".into(),
+            name: "general\n".into(),
+            fname: "Général \u{1F4AC}".into(),
+            t: RoomType::Direct,
+            ts: 1_700_000_000_000,
+            ls: -1,
+            open: true,
+            alert: false,
+            unread: 3,
+            user_mentions: u64::MAX,
+            group_mentions: 0,
+            updated_at: 1_700_000_000_123,
+        };
+        // The document as rcsim built it before, through serde_json::Value.
+        let doc = json!({
+            "_id": sub.id,
+            "rid": sub.rid,
+            "u": {"_id": sub.uid, "username": sub.username},
+            "name": sub.name,
+            "fname": sub.fname,
+            "t": sub.t.code(),
+            "ts": date(sub.ts),
+            "ls": date(sub.ls),
+            "open": sub.open,
+            "alert": sub.alert,
+            "unread": sub.unread,
+            "userMentions": sub.user_mentions,
+            "groupMentions": sub.group_mentions,
+            "_updatedAt": date(sub.updated_at),
+        });
+        assert_eq!(sub.doc(), doc);
+        for kind in ["inserted", "updated"] {
+            assert_eq!(
+                &*sub.changed_args(kind),
+                json!([kind, doc]).to_string(),
+                "byte for byte"
+            );
+        }
+    }
 }
