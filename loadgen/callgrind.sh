@@ -6,30 +6,38 @@
 #
 #   loadgen/callgrind.sh [label]      (after cargo build --release --workspace --bins)
 #   IMRELAY=/other/build/imrelay loadgen/callgrind.sh old    (another build, same load)
+#   COUNT=rcsim loadgen/callgrind.sh  (rcsim's instructions per posted message
+#                                      instead, clients on its DDP directly;
+#                                      RCSIM=/other/build/rcsim for another build)
 #
 # Counting starts once the clients are connected (callgrind_control -z) and
 # ends after both passes (-d), so start-up and logins are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 label=${1:-run}
-bin=$(realpath "${IMRELAY:-target/release/imrelay}")
+count=${COUNT:-imrelay}
+case "$count" in
+  imrelay) bin=$(realpath "${IMRELAY:-target/release/imrelay}"); mode=imrelay ;;
+  rcsim) bin=$(realpath "${RCSIM:-target/release/rcsim}"); mode=direct ;;
+  *) echo "COUNT is imrelay or rcsim" >&2; exit 2 ;;
+esac
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# loadgen kills its relay with SIGKILL, which callgrind cannot survive to
-# write its counts; so the relay it starts is this shell, and valgrind,
-# left running, is dumped and stopped here.
-cat >"$out/imrelay" <<EOF
+# loadgen kills the processes it starts with SIGKILL, which callgrind cannot
+# survive to write its counts; so the one it starts is this shell, and
+# valgrind, left running, is dumped and stopped here.
+cat >"$out/$count" <<EOF
 #!/usr/bin/env bash
 valgrind --tool=callgrind --callgrind-out-file=$out/cg.out $bin "\$@" 2>$out/valgrind.log
 EOF
-chmod +x "$out/imrelay"
+chmod +x "$out/$count"
 
 ./target/release/loadgen --users 200 --clients 1 --room-size 10 --messages 1000 --rate 100 \
-  --modes imrelay --imrelay "$out/imrelay" --json "$out/loadgen.json" 2>"$out/loadgen.log" &
+  --modes "$mode" "--$count" "$out/$count" --json "$out/loadgen.json" 2>"$out/loadgen.log" &
 lg=$!
-for _ in $(seq 1 600); do
+for _ in $(seq 1 900); do
   grep -aq "clients connected" "$out/loadgen.log" && break
   sleep 0.1
 done
@@ -41,14 +49,18 @@ callgrind_control -d "$vg" >/dev/null 2>&1
 kill "$vg" 2>/dev/null || true
 sleep 1
 
-python3 - "$out" "$label" <<'PY'
+python3 - "$out" "$label" "$count" "$mode" <<'PY'
 import glob, json, sys
-out, label = sys.argv[1], sys.argv[2]
-m = json.load(open(f"{out}/loadgen.json"))["modes"]["imrelay"]
-events = m["full_speed"]["events"] + m["half_rate"]["events"]
+out, label, count, mode = sys.argv[1:]
+m = json.load(open(f"{out}/loadgen.json"))["modes"][mode]
+passes = [m["full_speed"], m["half_rate"]]
 dump = [f for f in glob.glob(f"{out}/cg.out.*")]
 if not dump:
     sys.exit("callgrind wrote no dump")
 ir = max(int(l.split()[1]) for f in dump for l in open(f) if l.startswith("summary:"))
-print(f"{label}: {events} events, {ir:,} instructions, {ir / events:,.0f} per event")
+if count == "imrelay":
+    n, unit = sum(p["events"] for p in passes), "event"
+else:
+    n, unit = sum(p["messages"] for p in passes), "posted message"
+print(f"{label}: {count}, {n} {unit}s, {ir:,} instructions, {ir / n:,.0f} per {unit}")
 PY
