@@ -284,11 +284,18 @@ impl Client {
         }
     }
 
-    /// Nothing arrives within `d` (used only to prove absence).
+    /// Nothing but heartbeat pings (answered) arrives within `d` (used only
+    /// to prove absence): the first ping falls anywhere in the first period.
     pub async fn quiet_for(&mut self, d: Duration) -> Option<String> {
-        match tokio::time::timeout(d, self.framed.next()).await {
-            Err(_) => None,
-            Ok(f) => Some(format!("{f:?}")),
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Frame::Ping(p)))) => {
+                    let _ = self.framed.send(Message::Pong(p)).await;
+                }
+                Ok(f) => return Some(format!("{f:?}")),
+            }
         }
     }
 }
