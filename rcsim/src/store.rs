@@ -209,37 +209,32 @@ pub struct Room {
 impl Room {
     /// The room document (`roomFields`).
     pub fn doc(&self) -> Value {
-        let mut d = Map::new();
-        d.insert("_id".into(), json!(self.id));
-        d.insert("t".into(), json!(self.t.code()));
-        if let Some(n) = &self.name {
-            d.insert("name".into(), json!(n));
-            d.insert("fname".into(), json!(n));
+        serde_json::to_value(self.view()).unwrap_or_default()
+    }
+
+    /// The document, borrowed (the message inside it too): posting a
+    /// message serialises it once for every member's `rooms-changed`.
+    fn view(&self) -> RoomDoc<'_> {
+        RoomDoc {
+            id: &self.id,
+            t: self.t.code(),
+            name: self.name.as_deref(),
+            fname: self.name.as_deref(),
+            usernames: self.dm.as_ref().map(|(usernames, _)| usernames.as_slice()),
+            uids: self.dm.as_ref().map(|(_, uids)| uids.as_slice()),
+            msgs: self.msgs,
+            users_count: self.members.len(),
+            u: self
+                .creator
+                .as_ref()
+                .map(|(id, username)| IdUsername { id, username }),
+            default: self.default,
+            ro: self.read_only,
+            ts: self.ts.into(),
+            lm: self.lm.map(Date::from),
+            last_message: self.last_message.as_ref(),
+            updated_at: self.updated_at.into(),
         }
-        if let Some((usernames, uids)) = &self.dm {
-            d.insert("usernames".into(), json!(usernames));
-            d.insert("uids".into(), json!(uids));
-        }
-        d.insert("msgs".into(), json!(self.msgs));
-        d.insert("usersCount".into(), json!(self.members.len()));
-        if let Some((id, username)) = &self.creator {
-            d.insert("u".into(), json!({"_id": id, "username": username}));
-        }
-        if self.default {
-            d.insert("default".into(), json!(true));
-        }
-        if self.read_only {
-            d.insert("ro".into(), json!(true));
-        }
-        d.insert("ts".into(), date(self.ts));
-        if let Some(lm) = self.lm {
-            d.insert("lm".into(), date(lm));
-        }
-        if let Some(m) = &self.last_message {
-            d.insert("lastMessage".into(), m.clone());
-        }
-        d.insert("_updatedAt".into(), date(self.updated_at));
-        Value::Object(d)
     }
 
     fn is_public(&self) -> bool {
@@ -290,7 +285,7 @@ impl Sub {
         SubDoc {
             id: &self.id,
             rid: &self.rid,
-            u: SubUser {
+            u: IdUsername {
                 id: &self.uid,
                 username: &self.username,
             },
@@ -315,7 +310,7 @@ impl Sub {
 
     /// The `subscriptions-changed` arguments: `[kind, document]`.
     fn changed_args(&self, kind: &str) -> Arc<str> {
-        Arc::from(serde_json::to_string(&(kind, self.view())).unwrap_or_default())
+        changed_args(kind, self.view())
     }
 }
 
@@ -325,7 +320,7 @@ struct SubDoc<'a> {
     #[serde(rename = "_id")]
     id: &'a str,
     rid: &'a str,
-    u: SubUser<'a>,
+    u: IdUsername<'a>,
     name: &'a str,
     fname: &'a str,
     t: &'static str,
@@ -342,9 +337,46 @@ struct SubDoc<'a> {
     updated_at: Date,
 }
 
-/// `{"_id", "username"}`, as in a subscription's `u`.
+/// `[kind, document]`, the arguments of a `*-changed` user event.
+fn changed_args(kind: &str, doc: impl serde::Serialize) -> Arc<str> {
+    Arc::from(serde_json::to_string(&(kind, doc)).unwrap_or_default())
+}
+
+/// [`Room`]'s document, in Rocket.Chat's key order.
 #[derive(serde::Serialize)]
-struct SubUser<'a> {
+struct RoomDoc<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+    t: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usernames: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uids: Option<&'a [String]>,
+    msgs: u64,
+    #[serde(rename = "usersCount")]
+    users_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    u: Option<IdUsername<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    default: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ro: bool,
+    ts: Date,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lm: Option<Date>,
+    #[serde(rename = "lastMessage", skip_serializing_if = "Option::is_none")]
+    last_message: Option<&'a Value>,
+    #[serde(rename = "_updatedAt")]
+    updated_at: Date,
+}
+
+/// `{"_id", "username"}`, as in a subscription's or a room's `u`.
+#[derive(serde::Serialize)]
+struct IdUsername<'a> {
     #[serde(rename = "_id")]
     id: &'a str,
     username: &'a str,
@@ -1187,7 +1219,7 @@ impl Store {
         room.updated_at = now;
         room.last_message = Some(doc.clone());
         // Serialise the room (with its lastMessage) once for every member.
-        let room_args: Arc<str> = Arc::from(json!(["updated", room.doc()]).to_string());
+        let room_args = changed_args("updated", room.view());
         let (room_type, room_name, members) =
             (room.t, room.name.clone(), Arc::clone(&room.members));
         let public = room.is_public();
@@ -1528,6 +1560,80 @@ fn emit_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A room's document as rcsim built it before, through a `Map`.
+    fn room_value(r: &Room) -> Value {
+        let mut d = Map::new();
+        d.insert("_id".into(), json!(r.id));
+        d.insert("t".into(), json!(r.t.code()));
+        if let Some(n) = &r.name {
+            d.insert("name".into(), json!(n));
+            d.insert("fname".into(), json!(n));
+        }
+        if let Some((usernames, uids)) = &r.dm {
+            d.insert("usernames".into(), json!(usernames));
+            d.insert("uids".into(), json!(uids));
+        }
+        d.insert("msgs".into(), json!(r.msgs));
+        d.insert("usersCount".into(), json!(r.members.len()));
+        if let Some((id, username)) = &r.creator {
+            d.insert("u".into(), json!({"_id": id, "username": username}));
+        }
+        if r.default {
+            d.insert("default".into(), json!(true));
+        }
+        if r.read_only {
+            d.insert("ro".into(), json!(true));
+        }
+        d.insert("ts".into(), date(r.ts));
+        if let Some(lm) = r.lm {
+            d.insert("lm".into(), date(lm));
+        }
+        if let Some(m) = &r.last_message {
+            d.insert("lastMessage".into(), m.clone());
+        }
+        d.insert("_updatedAt".into(), date(r.updated_at));
+        Value::Object(d)
+    }
+
+    #[test]
+    fn a_room_serialises_as_its_map_document_did() {
+        let channel = Room {
+            id: "GENERAL".into(),
+            t: RoomType::Channel,
+            name: Some("général \"1\"".into()),
+            creator: Some(("u1".into(), "zoë".into())),
+            ts: 1_700_000_000_000,
+            msgs: 7,
+            lm: Some(1_700_000_000_500),
+            last_message: Some(json!({"_id": "m1", "msg": "hi\n", "md": [{"type": "PARAGRAPH"}]})),
+            updated_at: 1_700_000_000_501,
+            default: true,
+            read_only: true,
+            members: Arc::new(vec!["u1".into(), "u2".into()]),
+            dm: None,
+        };
+        let dm = Room {
+            id: "u1u2".into(),
+            t: RoomType::Direct,
+            name: None,
+            creator: None,
+            lm: None,
+            last_message: None,
+            default: false,
+            read_only: false,
+            dm: Some((vec!["a".into(), "b".into()], vec!["u1".into(), "u2".into()])),
+            ..channel.clone()
+        };
+        for room in [&channel, &dm] {
+            assert_eq!(room.doc(), room_value(room));
+            assert_eq!(
+                &*changed_args("updated", room.view()),
+                json!(["updated", room_value(room)]).to_string(),
+                "byte for byte"
+            );
+        }
+    }
 
     #[test]
     fn a_subscription_serialises_as_its_value_document_did() {
