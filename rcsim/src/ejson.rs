@@ -14,6 +14,13 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Compact JSON text, as `Value::to_string` writes it. `to_string` goes
+/// through `Display`, which grows the string from empty, a dozen
+/// reallocations for a message; serde_json's writer starts at 128 bytes.
+pub fn text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 /// An EJSON date.
 pub fn date(ms: i64) -> Value {
     json!({ "$date": ms })

@@ -6,7 +6,7 @@
 use crate::store::Emit;
 use bytestring::ByteString;
 use parking_lot::RwLock;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -58,7 +58,7 @@ pub struct Hub {
 /// `{"msg":"changed","collection":..,"id":"id","fields":{"eventName":..,"args":..}}`
 /// around arguments already serialised.
 pub fn changed_frame(collection: &str, event: &str, args: &str) -> ByteString {
-    let event = Value::from(event).to_string();
+    let event = crate::ejson::text(&event);
     // Sized once: `format!` grew the frame by doubling, several reallocations
     // for each of the ~30 frames a posted message makes.
     let mut f = String::with_capacity(80 + collection.len() + event.len() + args.len());
@@ -398,6 +398,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn a_changed_frame_is_the_ddp_message_serde_would_write() {

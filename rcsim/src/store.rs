@@ -3,7 +3,7 @@
 //! would emit for it (`protocol/rocketchat.md` §3.4, §7.6); the caller hands
 //! them to the [`crate::hub::Hub`] after releasing the store lock.
 
-use crate::ejson::{date, Date};
+use crate::ejson::{self, date, Date};
 use crate::error::MeteorError;
 use crate::ids;
 use crate::tokens::LoginTokens;
@@ -1259,10 +1259,9 @@ impl Store {
             if let Some(tmid) = tmid {
                 payload["tmid"] = tmid;
             }
-            Arc::from(
-                json!([{"title": title, "text": body, "duration": 0, "payload": payload}])
-                    .to_string(),
-            )
+            Arc::from(ejson::text(
+                &json!([{"title": title, "text": body, "duration": 0, "payload": payload}]),
+            ))
         });
         self.messages
             .get_mut(rid)
@@ -1455,7 +1454,7 @@ impl Store {
         out.push(Emit::Stream {
             collection: "stream-notify-room",
             event: format!("{rid}/deleteMessage"),
-            args: Arc::from(json!([{"_id": id}]).to_string()),
+            args: Arc::from(ejson::text(&json!([{"_id": id}]))),
         });
         Ok(json!({"_id": id, "rid": rid, "u": u}))
     }
@@ -1519,7 +1518,7 @@ impl Store {
 
 /// A `stream-notify-user` event for `<uid>/<event>`.
 pub fn user_event(uid: &str, event: &str, args: Value) -> Emit {
-    user_event_shared(uid, event, Arc::from(args.to_string()))
+    user_event_shared(uid, event, Arc::from(ejson::text(&args)))
 }
 
 /// [`user_event`] with arguments already serialised (shared between users).
@@ -1542,7 +1541,7 @@ fn emit_message(
     doc: &Value,
     out: &mut Vec<Emit>,
 ) {
-    let message: Arc<str> = Arc::from(doc.to_string());
+    let message: Arc<str> = Arc::from(ejson::text(doc));
     out.push(Emit::Stream {
         collection: "stream-room-messages",
         event: rid.to_string(),
