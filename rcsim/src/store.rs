@@ -1240,29 +1240,35 @@ impl Store {
             self.mentions(&text)
         };
         let mentioned: Vec<&str> = mentions.iter().filter_map(|m| m["_id"].as_str()).collect();
-        let notification: Option<Arc<str>> = sender.and_then(|s| self.users.get(s)).map(|s| {
-            let (title, body) = match room_type {
-                RoomType::Direct => (s.username.clone(), text.clone()),
-                _ => (
-                    room_name.clone().unwrap_or_default(),
-                    format!("{}: {text}", s.username),
-                ),
-            };
-            let mut payload = json!({
-                "_id": doc["_id"], "rid": rid,
-                "sender": {"_id": s.id, "username": s.username, "name": s.name},
-                "type": room_type.code(), "message": {"msg": text},
+        // Only DMs and mentions notify (Unread_Count defaults, below): skip
+        // building a notification nobody will get.
+        let notifies = room_type == RoomType::Direct || group || !mentioned.is_empty();
+        let notification: Option<Arc<str>> = sender
+            .filter(|_| notifies && !is_system)
+            .and_then(|s| self.users.get(s))
+            .map(|s| {
+                let (title, body) = match room_type {
+                    RoomType::Direct => (s.username.clone(), text.clone()),
+                    _ => (
+                        room_name.clone().unwrap_or_default(),
+                        format!("{}: {text}", s.username),
+                    ),
+                };
+                let mut payload = json!({
+                    "_id": doc["_id"], "rid": rid,
+                    "sender": {"_id": s.id, "username": s.username, "name": s.name},
+                    "type": room_type.code(), "message": {"msg": text},
+                });
+                if let Some(n) = &room_name {
+                    payload["name"] = json!(n);
+                }
+                if let Some(tmid) = tmid {
+                    payload["tmid"] = tmid;
+                }
+                Arc::from(ejson::text(
+                    &json!([{"title": title, "text": body, "duration": 0, "payload": payload}]),
+                ))
             });
-            if let Some(n) = &room_name {
-                payload["name"] = json!(n);
-            }
-            if let Some(tmid) = tmid {
-                payload["tmid"] = tmid;
-            }
-            Arc::from(ejson::text(
-                &json!([{"title": title, "text": body, "duration": 0, "payload": payload}]),
-            ))
-        });
         self.messages
             .get_mut(rid)
             .expect("entry made above")
