@@ -6,9 +6,11 @@
 
 For each CSV that `loadgen --timeline` wrote (one per mode): the percentiles,
 the share of events slower than --slow-ms, how many 10 ms windows hold half
-and 90 % of them (a tail made of rare stalls that hit every event in flight
-sits in few windows; a relay that is slow throughout spreads it over many),
-and a line per second of the worst latency in each 100 ms.
+and 90 % of them and what share of the events in those windows was slow (a
+tail made of rare stalls that delay most events in flight sits in few
+windows; a path that is slow throughout spreads it over many; clustering
+alone does not say whose stall it was), and a line per second of the worst
+latency in each 100 ms.
 """
 import argparse
 import collections
@@ -48,9 +50,15 @@ def analyse(path, slow_us):
                 half = i
             if ninety is None and held >= len(slow) * 0.9:
                 ninety = i
+        # Of all events in the windows that hold half the slow ones, how many
+        # were slow: near 100 % means those windows delayed everything.
+        top = {w for w, _ in per_window.most_common(half)}
+        in_top = sum(1 for t, _ in rows if (t - t0) // 10_000 in top)
+        slow_in_top = sum(c for w, c in per_window.items() if w in top)
         print(
             f"  10 ms windows: {windows}; with slow events {len(per_window)}; "
-            f"half of them in {half}, 90 % in {ninety}"
+            f"half of them in {half}, 90 % in {ninety}; "
+            f"in those {half}, {100 * slow_in_top / in_top:.0f} % of the events were slow"
         )
     worst = collections.defaultdict(int)
     for t, l in rows:
