@@ -489,32 +489,39 @@ impl Handler<Deliver> for Registry {
         if !(current || retiring) {
             return;
         }
-        // Each frame is built once, and only for a protocol some client speaks.
-        let speaks = |p| state.clients.values().any(|(_, protocol)| *protocol == p);
-        let (wants_native, wants_signalr) = (speaks(Protocol::Native), speaks(Protocol::SignalR));
-        let (mut native, mut signalr) = (vec![], vec![]);
+        // Each frame is built once, and only for a protocol some client speaks;
+        // the last client of a protocol gets the batch itself, the others a copy.
+        let speakers = |p| state.clients.values().filter(|(_, q)| *q == p).count();
+        let mut left = [speakers(Protocol::Native), speakers(Protocol::SignalR)];
+        let mut frames: [Vec<ByteString>; 2] = [vec![], vec![]];
         for event in &msg.events {
             if state.duplicate(event) {
                 continue;
             }
             state.seq += 1;
-            if wants_native {
-                native.push(event_frame(state.seq, event));
+            if left[0] > 0 {
+                frames[0].push(event_frame(state.seq, event));
             }
-            if wants_signalr {
-                signalr.push(crate::signalr::protocol::invocation_frame(event));
+            if left[1] > 0 {
+                frames[1].push(crate::signalr::protocol::invocation_frame(event));
             }
         }
-        if native.is_empty() && signalr.is_empty() {
+        if frames.iter().all(Vec::is_empty) {
             return;
         }
         let mut slow = vec![];
         for (id, (c, protocol)) in &state.clients {
-            let frames = match protocol {
-                Protocol::Native => native.clone(),
-                Protocol::SignalR => signalr.clone(),
+            let p = match protocol {
+                Protocol::Native => 0,
+                Protocol::SignalR => 1,
             };
-            if let Err(SendError::Full(_)) = c.try_send(ToClient::Push(frames)) {
+            left[p] -= 1;
+            let batch = if left[p] == 0 {
+                std::mem::take(&mut frames[p])
+            } else {
+                frames[p].clone()
+            };
+            if let Err(SendError::Full(_)) = c.try_send(ToClient::Push(batch)) {
                 slow.push(*id);
             }
         }
