@@ -339,7 +339,7 @@ struct SubDoc<'a> {
 
 /// `[kind, document]`, the arguments of a `*-changed` user event.
 fn changed_args(kind: &str, doc: impl serde::Serialize) -> Arc<str> {
-    Arc::from(serde_json::to_string(&(kind, doc)).unwrap_or_default())
+    Arc::from(ejson::text(&(kind, doc)))
 }
 
 /// [`Room`]'s document, in Rocket.Chat's key order.
@@ -967,7 +967,7 @@ impl Store {
             group_mentions: 0,
             updated_at: now,
         };
-        let room_doc = room.doc();
+        let room_args = changed_args("inserted", room.view());
         // DM names come from the other user's display name when there is one.
         let sub = match &room.dm {
             Some((_, uids)) => {
@@ -984,11 +984,7 @@ impl Store {
             "subscriptions-changed",
             sub.changed_args("inserted"),
         ));
-        out.push(user_event(
-            uid,
-            "rooms-changed",
-            json!(["inserted", room_doc]),
-        ));
+        out.push(user_event_shared(uid, "rooms-changed", room_args));
         self.subs
             .entry(rid.to_string())
             .or_default()
