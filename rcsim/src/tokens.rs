@@ -74,13 +74,12 @@ impl LoginTokens {
         let Some(mine) = self.by_user.get(uid).filter(|m| m.len() > n) else {
             return;
         };
-        // Every indexed hash has a record (the methods keep the two in step).
         let mut aged: Vec<(i64, String)> = mine
             .iter()
-            .map(|h| (self.by_hash[h].when, h.clone()))
+            .filter_map(|h| Some((self.by_hash.get(h)?.when, h.clone())))
             .collect();
         aged.sort();
-        let drop = aged.len() - n;
+        let drop = aged.len().saturating_sub(n);
         for (_, h) in aged.into_iter().take(drop) {
             self.remove(&h);
         }
