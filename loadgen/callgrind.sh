@@ -47,7 +47,11 @@ callgrind_control -z "$vg" >/dev/null 2>&1
 wait "$lg" || true
 callgrind_control -d "$vg" >/dev/null 2>&1
 kill "$vg" 2>/dev/null || true
-sleep 1
+# valgrind is not this shell's child, so it cannot be waited for: poll, bounded.
+for _ in $(seq 1 100); do
+  kill -0 "$vg" 2>/dev/null || break
+  sleep 0.1
+done
 
 python3 - "$out" "$label" "$count" "$mode" <<'PY'
 import glob, json, sys
