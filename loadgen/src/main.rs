@@ -16,7 +16,7 @@ mod procs;
 use clap::{Parser, Subcommand, ValueEnum};
 use clients::{Kind, Shared, Target};
 use hdrhistogram::Histogram;
-use procs::{sibling, wait, Proc};
+use procs::{machine_cpu_secs, sibling, wait, Proc};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::Command;
@@ -343,6 +343,9 @@ struct Pass {
     msg_events: u64,
     secs: f64,
     relay_cpu: Option<f64>,
+    rcsim_cpu: f64,
+    /// The machine's busy and stolen CPU seconds over the pass.
+    machine: (f64, f64),
 }
 
 /// Posts `count` messages (at `rate` a second, or as fast as possible) and
@@ -361,6 +364,7 @@ fn pass(
         shared.msg_events.load(Ordering::Relaxed),
     );
     let cpu0 = setup.relay.as_ref().map(Proc::cpu_secs);
+    let (sim0, box0) = (setup.rcsim.cpu_secs(), machine_cpu_secs());
     let expected = (count * a.room_size * a.clients) as u64;
     let mut body =
         json!({"rooms": setup.rooms, "count": count, "text": format!("lg{n} {{seq}} {{ts}}")});
@@ -413,6 +417,11 @@ fn pass(
             .relay
             .as_ref()
             .map(|r| r.cpu_secs() - cpu0.unwrap_or(0.0)),
+        rcsim_cpu: setup.rcsim.cpu_secs() - sim0,
+        machine: {
+            let (busy, stolen) = machine_cpu_secs();
+            (busy - box0.0, stolen - box0.1)
+        },
     })
 }
 
@@ -428,6 +437,25 @@ fn latency_label(a: &Args) -> &'static str {
     } else {
         "half rate"
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Where a pass's CPU went, in cores: the machine's busy and stolen time,
+/// and rcsim's and the relay's shares of it.
+fn cpu_line(p: &Pass) -> String {
+    let cores = cores();
+    let per = |secs: f64| secs / p.secs.max(1e-9);
+    format!(
+        "machine {:.2} of {cores} cores busy, {:.2} stolen; rcsim {:.2}{}",
+        per(p.machine.0),
+        per(p.machine.1),
+        per(p.rcsim_cpu),
+        p.relay_cpu
+            .map_or(String::new(), |c| format!(", relay {:.2}", per(c)))
+    )
 }
 
 fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
@@ -529,6 +557,8 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
             "events_per_sec": p.events as f64 / p.secs.max(1e-9), "messages_per_sec": p.posted as f64 / p.secs.max(1e-9),
             "latency": pct(&hist[i]), "lost": lost[i], "duplicated": dup[i],
             "relay_cpu_secs": p.relay_cpu, "relay_cpu_secs_per_100k_events": p.relay_cpu.map(|c| c * 100_000.0 / p.events.max(1) as f64),
+            "rcsim_cpu_secs": p.rcsim_cpu,
+            "machine_busy_cores": p.machine.0 / p.secs.max(1e-9), "machine_stolen_cores": p.machine.1 / p.secs.max(1e-9),
         })
     };
     let out = json!({
@@ -568,6 +598,14 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
             dup[1]
         ));
     }
+    for (label, p) in [
+        ("full speed", Some(&full)),
+        (latency_label(a), half.as_ref()),
+    ] {
+        if let Some(p) = p {
+            say(format!("  {label}: {}", cpu_line(p)));
+        }
+    }
     if base > 0 {
         say(format!(
             "  relay memory: {} MiB -> {} MiB = {per_user_kib:.1} KiB per user",
@@ -603,7 +641,7 @@ fn main() {
         std::process::exit(2);
     }
     let nofile = raise_nofile();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().next().map(str::to_string))

@@ -98,6 +98,27 @@ pub fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The machine's CPU seconds from /proc/stat's `cpu` line, summed over
+/// cores, as (busy, stolen): busy is what this box ran (user, nice, system,
+/// irq, softirq), stolen is time the hypervisor gave a runnable vCPU to
+/// someone else. Over a pass, the first says how much of the box the load,
+/// the simulator and the relay took between them; the second, how noisy the
+/// neighbours were.
+pub fn machine_cpu_secs() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let t: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let at = |i: usize| t.get(i).copied().unwrap_or(0.0) / 100.0;
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    (at(0) + at(1) + at(2) + at(5) + at(6), at(7))
+}
+
 /// A binary next to this one (target/<profile>/), or the given path.
 pub fn sibling(name: &str, given: &Option<String>) -> String {
     given.clone().unwrap_or_else(|| {
