@@ -12,6 +12,7 @@ mod clients;
 mod forwarder;
 mod http;
 mod procs;
+mod stalls;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use clients::{Kind, Shared, Target};
@@ -101,6 +102,11 @@ struct Args {
     /// µs, client thread), to see when the slow events happen.
     #[arg(long, value_name = "DIR")]
     timeline: Option<String>,
+    /// Seconds to measure the machine's own latency floor before the modes
+    /// (a thread spinning on each core, counting the gaps when it did not
+    /// run); 0 skips it, as --quick does.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    stall_check: f64,
 }
 
 #[derive(Subcommand)]
@@ -111,6 +117,11 @@ enum Cmd {
         listen: String,
         #[arg(long)]
         upstream: String,
+    },
+    /// Only measure the machine's latency floor (see --stall-check).
+    Stalls {
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
     },
 }
 
@@ -439,6 +450,27 @@ fn latency_label(a: &Args) -> &'static str {
     }
 }
 
+/// Measures the machine's latency floor for `secs` on an otherwise idle box,
+/// says what it saw, and returns it as JSON with the steal the kernel
+/// accounted over the same time.
+fn stall_check(secs: f64) -> Value {
+    let threshold = Duration::from_millis(1);
+    say(format!(
+        "machine floor: spinning on each core for {secs:.0}s (gaps = time a core did not run us)"
+    ));
+    let stolen0 = machine_cpu_secs().1;
+    let t0 = Instant::now();
+    let r = stalls::measure(cores(), Duration::from_secs_f64(secs), threshold);
+    let stolen = (machine_cpu_secs().1 - stolen0) / t0.elapsed().as_secs_f64();
+    say(format!(
+        "  {}; the kernel counted {stolen:.3} cores stolen",
+        stalls::describe(&r, threshold)
+    ));
+    let mut j = stalls::to_json(&r, threshold);
+    j["stolen_cores"] = json!(stolen);
+    j
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -630,7 +662,16 @@ fn main() {
         }
         return;
     }
+    if let Some(Cmd::Stalls { secs }) = &a.cmd {
+        let floor = stall_check(*secs);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&floor).unwrap_or_default()
+        );
+        return;
+    }
     if a.quick {
+        a.stall_check = 0.0;
         a.users = 60;
         a.clients = 2;
         a.room_size = 10;
@@ -650,6 +691,7 @@ fn main() {
         "loadgen: {cores} cores, {}, open-file limit raised to {nofile}",
         mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
     ));
+    let floor = (a.stall_check > 0.0).then(|| stall_check(a.stall_check));
     let mut results = serde_json::Map::new();
     let mut failed = false;
     for m in a.modes.clone() {
@@ -687,7 +729,7 @@ fn main() {
     });
     say(format!("ratios (imrelay / reference): {ratios}"));
     let report = json!({
-        "machine": {"cores": cores, "memory": mem, "nofile": nofile},
+        "machine": {"cores": cores, "memory": mem, "nofile": nofile, "stalls": floor},
         "config": {"users": a.users, "clients_per_user": a.clients, "room_size": a.room_size, "messages": a.messages, "client_threads": a.threads, "login_concurrency": a.login_concurrency, "protocol": format!("{:?}", a.protocol).to_lowercase(), "quick": a.quick},
         "modes": results, "ratios": ratios,
     });
