@@ -17,7 +17,7 @@ mod stalls;
 use clap::{Parser, Subcommand, ValueEnum};
 use clients::{Kind, Shared, Target};
 use hdrhistogram::Histogram;
-use procs::{machine_cpu_secs, sibling, wait, Proc};
+use procs::{machine_cpu_secs, online_cpus, sibling, wait, Proc};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::Command;
@@ -357,6 +357,9 @@ struct Pass {
     rcsim_cpu: f64,
     /// The machine's busy and stolen CPU seconds over the pass.
     machine: (f64, f64),
+    /// The wall time the CPU figures cover: from the post to when they were
+    /// read, which a stalled pass's `secs` (to the last progress) is not.
+    cpu_window: f64,
 }
 
 /// Posts `count` messages (at `rate` a second, or as fast as possible) and
@@ -433,6 +436,7 @@ fn pass(
             let (busy, stolen) = machine_cpu_secs();
             (busy - box0.0, stolen - box0.1)
         },
+        cpu_window: t0.elapsed().as_secs_f64(),
     })
 }
 
@@ -452,23 +456,36 @@ fn latency_label(a: &Args) -> &'static str {
 
 /// Measures the machine's latency floor for `secs` on an otherwise idle box,
 /// says what it saw, and returns it as JSON with the steal the kernel
-/// accounted over the same time.
+/// accounted over the same time (in ticks of 10 ms, so over a few seconds
+/// too coarse to say how much of the gaps was the host's).
 fn stall_check(secs: f64) -> Value {
     let threshold = Duration::from_millis(1);
+    let secs = if secs.is_finite() {
+        secs.clamp(0.1, 600.0)
+    } else {
+        3.0
+    };
     say(format!(
-        "machine floor: spinning on each core for {secs:.0}s (gaps = time a core did not run us)"
+        "machine floor: spinning on each CPU for {secs:.1}s (gaps = time a CPU did not run us)"
     ));
     let stolen0 = machine_cpu_secs().1;
     let t0 = Instant::now();
-    let r = stalls::measure(cores(), Duration::from_secs_f64(secs), threshold);
-    let stolen = (machine_cpu_secs().1 - stolen0) / t0.elapsed().as_secs_f64();
-    say(format!(
-        "  {}; the kernel counted {stolen:.3} cores stolen",
-        stalls::describe(&r, threshold)
-    ));
-    let mut j = stalls::to_json(&r, threshold);
-    j["stolen_cores"] = json!(stolen);
-    j
+    match stalls::measure(Duration::from_secs_f64(secs), threshold) {
+        Ok(r) => {
+            let stolen = (machine_cpu_secs().1 - stolen0) / t0.elapsed().as_secs_f64();
+            say(format!(
+                "  {}; the kernel counted {stolen:.3} cores stolen",
+                stalls::describe(&r, threshold)
+            ));
+            let mut j = stalls::to_json(&r, threshold);
+            j["stolen_cores"] = json!(stolen);
+            j
+        }
+        Err(e) => {
+            say(format!("  machine floor not measured: {e}"));
+            json!({"error": e})
+        }
+    }
 }
 
 fn cores() -> usize {
@@ -478,8 +495,8 @@ fn cores() -> usize {
 /// Where a pass's CPU went, in cores: the machine's busy and stolen time,
 /// and rcsim's and the relay's shares of it.
 fn cpu_line(p: &Pass) -> String {
-    let cores = cores();
-    let per = |secs: f64| secs / p.secs.max(1e-9);
+    let cores = online_cpus();
+    let per = |secs: f64| secs / p.cpu_window.max(1e-9);
     format!(
         "machine {:.2} of {cores} cores busy, {:.2} stolen; rcsim {:.2}{}",
         per(p.machine.0),
@@ -590,7 +607,7 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
             "latency": pct(&hist[i]), "lost": lost[i], "duplicated": dup[i],
             "relay_cpu_secs": p.relay_cpu, "relay_cpu_secs_per_100k_events": p.relay_cpu.map(|c| c * 100_000.0 / p.events.max(1) as f64),
             "rcsim_cpu_secs": p.rcsim_cpu,
-            "machine_busy_cores": p.machine.0 / p.secs.max(1e-9), "machine_stolen_cores": p.machine.1 / p.secs.max(1e-9),
+            "machine_busy_cores": p.machine.0 / p.cpu_window.max(1e-9), "machine_stolen_cores": p.machine.1 / p.cpu_window.max(1e-9),
         })
     };
     let out = json!({
@@ -729,7 +746,7 @@ fn main() {
     });
     say(format!("ratios (imrelay / reference): {ratios}"));
     let report = json!({
-        "machine": {"cores": cores, "memory": mem, "nofile": nofile, "stalls": floor},
+        "machine": {"cores": cores, "online_cpus": online_cpus(), "memory": mem, "nofile": nofile, "stalls": floor},
         "config": {"users": a.users, "clients_per_user": a.clients, "room_size": a.room_size, "messages": a.messages, "client_threads": a.threads, "login_concurrency": a.login_concurrency, "protocol": format!("{:?}", a.protocol).to_lowercase(), "quick": a.quick},
         "modes": results, "ratios": ratios,
     });

@@ -112,11 +112,23 @@ pub fn machine_cpu_secs() -> (f64, f64) {
         .unwrap_or_default()
         .split_whitespace()
         .skip(1)
-        .filter_map(|v| v.parse().ok())
+        // Unparsable as 0, not dropped: the fields are read by position.
+        .map(|v| v.parse().unwrap_or(0.0))
         .collect();
     let at = |i: usize| t.get(i).copied().unwrap_or(0.0) / 100.0;
     // user nice system idle iowait irq softirq steal (guest is inside user).
     (at(0) + at(1) + at(2) + at(5) + at(6), at(7))
+}
+
+/// The CPUs /proc/stat's `cpu` line sums over (every online one, whatever
+/// this process may run on).
+pub fn online_cpus() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count()
+        .max(1)
 }
 
 /// A binary next to this one (target/<profile>/), or the given path.
