@@ -8,6 +8,7 @@
 //!
 //! Loopback only; every loop is bounded in count and time.
 
+mod burn;
 mod clients;
 mod forwarder;
 mod http;
@@ -117,6 +118,18 @@ enum Cmd {
         listen: String,
         #[arg(long)]
         upstream: String,
+    },
+    /// Take CPU beside a run without touching its events (to compare the
+    /// direct mode with a relay's CPU but not its hop).
+    Burn {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 100)]
+        spin_us: u64,
+        #[arg(long, default_value_t = 350)]
+        sleep_us: u64,
+        #[arg(long, default_value_t = 60.0)]
+        secs: f64,
     },
     /// Only measure the machine's latency floor (see --stall-check).
     Stalls {
@@ -677,6 +690,33 @@ fn main() {
             eprintln!("forwarder: {e}");
             std::process::exit(1);
         }
+        return;
+    }
+    if let Some(Cmd::Burn {
+        threads,
+        spin_us,
+        sleep_us,
+        secs,
+    }) = &a.cmd
+    {
+        let secs = if secs.is_finite() {
+            secs.clamp(0.0, 3600.0)
+        } else {
+            0.0
+        };
+        say(format!(
+            "burning {threads} thread(s), {spin_us} µs on, {sleep_us} µs off, for {secs:.0}s"
+        ));
+        let share = burn::run(
+            (*threads).clamp(1, 64),
+            Duration::from_micros(*spin_us),
+            Duration::from_micros(*sleep_us),
+            Duration::from_secs_f64(secs),
+        );
+        say(format!(
+            "done: each thread aimed at {:.0} % of a core",
+            share * 100.0
+        ));
         return;
     }
     if let Some(Cmd::Stalls { secs }) = &a.cmd {
