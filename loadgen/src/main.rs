@@ -473,11 +473,7 @@ fn latency_label(a: &Args) -> &'static str {
 /// too coarse to say how much of the gaps was the host's).
 fn stall_check(secs: f64) -> Value {
     let threshold = Duration::from_millis(1);
-    let secs = if secs.is_finite() {
-        secs.clamp(0.1, 600.0)
-    } else {
-        3.0
-    };
+    let secs = seconds(secs, 0.1, 600.0);
     say(format!(
         "machine floor: spinning on each CPU for {secs:.1}s (gaps = time a CPU did not run us)"
     ));
@@ -498,6 +494,16 @@ fn stall_check(secs: f64) -> Value {
             say(format!("  machine floor not measured: {e}"));
             json!({"error": e})
         }
+    }
+}
+
+/// A seconds argument as something `Duration` takes: clamped to
+/// `min..=max`, and `min` if it is not a number.
+fn seconds(secs: f64, min: f64, max: f64) -> f64 {
+    if secs.is_finite() {
+        secs.clamp(min, max)
+    } else {
+        min
     }
 }
 
@@ -699,11 +705,7 @@ fn main() {
         secs,
     }) = &a.cmd
     {
-        let secs = if secs.is_finite() {
-            secs.clamp(0.0, 3600.0)
-        } else {
-            0.0
-        };
+        let secs = seconds(*secs, 0.0, 3600.0);
         say(format!(
             "burning {threads} thread(s), {spin_us} µs on, {sleep_us} µs off, for {secs:.0}s"
         ));
