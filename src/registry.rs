@@ -38,6 +38,13 @@ pub enum Protocol {
     SignalR,
 }
 
+impl Protocol {
+    /// Its place in a per-protocol array.
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 struct SessionSlot {
     id: u64,
     addr: Addr<UserSession>,
@@ -491,19 +498,22 @@ impl Handler<Deliver> for Registry {
         }
         // Each frame is built once, and only for a protocol some client speaks;
         // the last client of a protocol gets the batch itself, the others a copy.
-        let speakers = |p| state.clients.values().filter(|(_, q)| *q == p).count();
-        let mut left = [speakers(Protocol::Native), speakers(Protocol::SignalR)];
+        let mut left = [0usize; 2];
+        for (_, p) in state.clients.values() {
+            left[p.slot()] += 1;
+        }
+        let (native, signalr) = (Protocol::Native.slot(), Protocol::SignalR.slot());
         let mut frames: [Vec<ByteString>; 2] = [vec![], vec![]];
         for event in &msg.events {
             if state.duplicate(event) {
                 continue;
             }
             state.seq += 1;
-            if left[0] > 0 {
-                frames[0].push(event_frame(state.seq, event));
+            if left[native] > 0 {
+                frames[native].push(event_frame(state.seq, event));
             }
-            if left[1] > 0 {
-                frames[1].push(crate::signalr::protocol::invocation_frame(event));
+            if left[signalr] > 0 {
+                frames[signalr].push(crate::signalr::protocol::invocation_frame(event));
             }
         }
         if frames.iter().all(Vec::is_empty) {
@@ -511,10 +521,7 @@ impl Handler<Deliver> for Registry {
         }
         let mut slow = vec![];
         for (id, (c, protocol)) in &state.clients {
-            let p = match protocol {
-                Protocol::Native => 0,
-                Protocol::SignalR => 1,
-            };
+            let p = protocol.slot();
             left[p] -= 1;
             let batch = if left[p] == 0 {
                 std::mem::take(&mut frames[p])
