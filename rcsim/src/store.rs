@@ -1236,9 +1236,9 @@ impl Store {
             self.mentions(&text)
         };
         let mentioned: Vec<&str> = mentions.iter().filter_map(|m| m["_id"].as_str()).collect();
-        // Only DMs and mentions notify (Unread_Count defaults, below): skip
-        // building a notification nobody will get.
-        let notifies = room_type == RoomType::Direct || group || !mentioned.is_empty();
+        // Only what counts as unread notifies: skip building a notification
+        // nobody will get.
+        let notifies = counts_unread(room_type, !mentioned.is_empty(), group);
         let notification: Option<Arc<str>> = sender
             .filter(|_| notifies && !is_system)
             .and_then(|s| self.users.get(s))
@@ -1280,9 +1280,7 @@ impl Store {
             if !own && !is_system {
                 if let Some(sub) = subs.as_mut().and_then(|s| s.get_mut(member)) {
                     let user_mention = mentioned.contains(&member.as_str());
-                    // Unread_Count defaults: every DM message counts; in rooms
-                    // only user and group mentions do.
-                    let counts = room_type == RoomType::Direct || user_mention || group;
+                    let counts = counts_unread(room_type, user_mention, group);
                     if counts {
                         sub.unread += 1;
                     }
@@ -1516,6 +1514,12 @@ impl Store {
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.users.len(), self.rooms.len(), self.msg_index.len())
     }
+}
+
+/// Whether a message counts as unread (and so notifies), by Unread_Count's
+/// defaults: every DM message does; in rooms only user and group mentions.
+fn counts_unread(room_type: RoomType, user_mention: bool, group: bool) -> bool {
+    room_type == RoomType::Direct || user_mention || group
 }
 
 /// A `stream-notify-user` event for `<uid>/<event>`.
