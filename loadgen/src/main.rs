@@ -375,6 +375,13 @@ struct Pass {
     cpu_window: f64,
 }
 
+impl Pass {
+    /// CPU seconds over the pass as cores (seconds per second).
+    fn cores(&self, cpu_secs: f64) -> f64 {
+        cpu_secs / self.cpu_window.max(1e-9)
+    }
+}
+
 /// Posts `count` messages (at `rate` a second, or as fast as possible) and
 /// waits until every client got its copy, or progress stops for 5 s.
 fn pass(
@@ -515,14 +522,13 @@ fn cores() -> usize {
 /// and rcsim's and the relay's shares of it.
 fn cpu_line(p: &Pass) -> String {
     let cores = online_cpus();
-    let per = |secs: f64| secs / p.cpu_window.max(1e-9);
     format!(
         "machine {:.2} of {cores} cores busy, {:.2} stolen; rcsim {:.2}{}",
-        per(p.machine.0),
-        per(p.machine.1),
-        per(p.rcsim_cpu),
+        p.cores(p.machine.0),
+        p.cores(p.machine.1),
+        p.cores(p.rcsim_cpu),
         p.relay_cpu
-            .map_or(String::new(), |c| format!(", relay {:.2}", per(c)))
+            .map_or(String::new(), |c| format!(", relay {:.2}", p.cores(c)))
     )
 }
 
@@ -626,7 +632,7 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
             "latency": pct(&hist[i]), "lost": lost[i], "duplicated": dup[i],
             "relay_cpu_secs": p.relay_cpu, "relay_cpu_secs_per_100k_events": p.relay_cpu.map(|c| c * 100_000.0 / p.events.max(1) as f64),
             "rcsim_cpu_secs": p.rcsim_cpu,
-            "machine_busy_cores": p.machine.0 / p.cpu_window.max(1e-9), "machine_stolen_cores": p.machine.1 / p.cpu_window.max(1e-9),
+            "machine_busy_cores": p.cores(p.machine.0), "machine_stolen_cores": p.cores(p.machine.1),
         })
     };
     let out = json!({
