@@ -4,6 +4,7 @@
 //! cannot keep up, 1001 on shutdown.
 
 use crate::fragments::{Fragment, Reassembler};
+use crate::http::frames;
 use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Protocol, Registry};
 use crate::session::EndReason;
 use actix::prelude::*;
@@ -202,7 +203,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ClientSocket {
                     self.username,
                     self.id
                 );
-                Self::close(ctx, ws::CloseCode::Protocol, &e.to_string());
+                let (code, reason) = (frames::close_code(&e), frames::close_reason(&e));
+                Self::close(ctx, code, &reason);
             }
         }
     }

@@ -140,6 +140,10 @@ struct RawServer {
     shutdown_timeout: Duration,
     max_body_bytes: usize,
     max_proxy_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    body_timeout: Duration,
+    max_connections: usize,
+    max_connections_per_ip: usize,
 }
 
 impl Default for RawServer {
@@ -152,6 +156,9 @@ impl Default for RawServer {
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
             max_proxy_body_bytes: 16 << 20,
+            body_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            max_connections_per_ip: 4_000,
         }
     }
 }
@@ -172,10 +179,15 @@ struct RawRocketChat {
     create_token_secret: Option<SecretSource>,
     #[serde(default)]
     expose_rc_token: bool,
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    health_interval: Duration,
 }
 
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_max_frame() -> usize {
     16 << 20
@@ -190,6 +202,7 @@ struct RawUsers {
     password: PasswordPolicy,
     password_secret: Option<SecretSource>,
     default_password: Option<SecretSource>,
+    reserved: Vec<String>,
 }
 
 impl Default for RawUsers {
@@ -198,6 +211,7 @@ impl Default for RawUsers {
             password: PasswordPolicy::Derived,
             password_secret: None,
             default_password: None,
+            reserved: vec![],
         }
     }
 }
@@ -238,6 +252,8 @@ struct RawClient {
     heartbeat_interval: Duration,
     #[serde(with = "humantime_serde")]
     heartbeat_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    write_timeout: Duration,
     queue_limit: usize,
     jwt: Option<RawJwt>,
     abp_passphrase: Option<SecretSource>,
@@ -262,6 +278,7 @@ impl Default for RawClient {
         RawClient {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
             queue_limit: 256,
             jwt: None,
             abp_passphrase: None,
@@ -287,9 +304,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Backend API keys.
     pub api_keys: Vec<ApiKey>,
-    /// Browser origins allowed (CORS and the websocket `Origin` check);
-    /// empty allows any.
-    pub allowed_origins: Vec<String>,
+    /// Browser origins allowed (CORS and the websocket `Origin` check).
+    pub allowed_origins: Origins,
     /// The SignalR hub path.
     pub hub_path: String,
     /// Upper bound on a graceful stop.
@@ -298,6 +314,65 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest body passed through to Rocket.Chat (uploads).
     pub max_proxy_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Open TCP connections at most (what the descriptor limit leaves is
+    /// lower, then that applies).
+    pub max_connections: usize,
+    /// Open TCP connections from one IP address at most.
+    pub max_connections_per_ip: usize,
+}
+
+/// Which browser origins may use the client endpoints (`server.allowed_origins`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origins {
+    /// Only pages served from imrelay's own host (`Origin` matches `Host`):
+    /// the default, safe when nothing is configured.
+    SameOrigin,
+    /// Any origin (`["*"]`): an explicit choice.
+    Any,
+    /// These origins exactly (scheme, host and port), plus the same origin.
+    List(Vec<String>),
+}
+
+impl Origins {
+    fn from_list(list: Vec<String>) -> Result<Origins, String> {
+        if list.iter().any(|o| o == "*") {
+            return if list.len() == 1 {
+                Ok(Origins::Any)
+            } else {
+                Err("server.allowed_origins: \"*\" allows any origin; list it alone".into())
+            };
+        }
+        if let Some(bad) = list
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            return Err(format!(
+                "server.allowed_origins: {bad:?} is not an origin (scheme://host[:port], no path or trailing slash)"
+            ));
+        }
+        Ok(if list.is_empty() {
+            Origins::SameOrigin
+        } else {
+            Origins::List(list)
+        })
+    }
+
+    /// Whether a browser page from `origin` may connect to a server that it
+    /// reached as `host` (the request's `Host` header).
+    pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
+        let same = host.is_some_and(|h| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(h))
+        });
+        match self {
+            Origins::Any => true,
+            Origins::SameOrigin => same,
+            Origins::List(list) => same || list.iter().any(|a| a == origin),
+        }
+    }
 }
 
 /// `[rocketchat]`.
@@ -322,6 +397,8 @@ pub struct RocketChatConfig {
     /// Front-end auth mode: login also returns the Rocket.Chat token, so a
     /// browser can hold its own DDP connection.
     pub expose_rc_token: bool,
+    /// How often the admin agent checks that Rocket.Chat answers (`/readyz`).
+    pub health_interval: Duration,
 }
 
 /// `[users]`.
@@ -333,6 +410,9 @@ pub struct UsersConfig {
     pub password_secret: Option<Secret>,
     /// Password for `default`.
     pub default_password: Option<Secret>,
+    /// Accounts that are never end users (lower case): the admin, Rocket.Chat's
+    /// own `rocket.cat`, and `users.reserved` (bot accounts).
+    pub reserved: Vec<String>,
 }
 
 /// `[session]`.
@@ -360,6 +440,8 @@ pub struct ClientConfig {
     pub heartbeat_interval: Duration,
     /// Close after this much silence.
     pub heartbeat_timeout: Duration,
+    /// Close, abortively, a client whose socket takes no bytes for this long.
+    pub write_timeout: Duration,
     /// Deliveries (the events of one read from Rocket.Chat each) queued per
     /// client before it is closed as a slow consumer.
     pub queue_limit: usize,
@@ -464,7 +546,11 @@ impl Config {
                 .map(|s| s.resolve("rocketchat.create_token_secret"))
                 .transpose()?,
             expose_rc_token: raw.rocketchat.expose_rc_token,
+            health_interval: raw.rocketchat.health_interval,
         };
+        if rocketchat.health_interval < Duration::from_millis(100) {
+            return Err("rocketchat.health_interval: at least 100ms".into());
+        }
         if rocketchat.max_frame_bytes < 64 << 10 {
             return Err("rocketchat.max_frame_bytes: at least 65536".into());
         }
@@ -480,6 +566,19 @@ impl Config {
                 .default_password
                 .map(|s| s.resolve("users.default_password"))
                 .transpose()?,
+            reserved: {
+                let mut r: Vec<String> = vec![];
+                for name in [rocketchat.admin_username.as_str(), "rocket.cat"]
+                    .into_iter()
+                    .chain(raw.users.reserved.iter().map(String::as_str))
+                {
+                    let name = name.to_ascii_lowercase();
+                    if !r.contains(&name) {
+                        r.push(name);
+                    }
+                }
+                r
+            },
         };
         match users.password {
             PasswordPolicy::Derived if users.password_secret.is_none() => {
@@ -509,15 +608,28 @@ impl Config {
         if c.queue_limit < 2 {
             return Err("client.queue_limit: at least 2".into());
         }
+        if c.write_timeout < Duration::from_millis(100) {
+            return Err("client.write_timeout: at least 100ms".into());
+        }
+        let sv = &raw.server;
+        if sv.body_timeout < Duration::from_millis(100) {
+            return Err("server.body_timeout: at least 100ms".into());
+        }
+        if sv.max_connections == 0 || sv.max_connections_per_ip == 0 {
+            return Err("server.max_connections, max_connections_per_ip: at least 1".into());
+        }
         Ok(Config {
             server: ServerConfig {
                 listen,
                 api_keys,
-                allowed_origins: raw.server.allowed_origins,
+                allowed_origins: Origins::from_list(raw.server.allowed_origins)?,
                 hub_path: raw.server.hub_path,
                 shutdown_timeout: raw.server.shutdown_timeout,
                 max_body_bytes: raw.server.max_body_bytes,
                 max_proxy_body_bytes: raw.server.max_proxy_body_bytes,
+                body_timeout: raw.server.body_timeout,
+                max_connections: raw.server.max_connections,
+                max_connections_per_ip: raw.server.max_connections_per_ip,
             },
             rocketchat,
             users,
@@ -532,6 +644,7 @@ impl Config {
             client: ClientConfig {
                 heartbeat_interval: c.heartbeat_interval,
                 heartbeat_timeout: c.heartbeat_timeout,
+                write_timeout: c.write_timeout,
                 queue_limit: c.queue_limit,
                 jwt: match c.jwt {
                     Some(j) => Some(JwtConfig {
@@ -668,6 +781,33 @@ password_secret = "s"
         let c = Config::parse(include_str!("../config.toml")).unwrap();
         assert_eq!(c.server.api_keys[0].name, "backend");
         assert_eq!(c.rocketchat.ws_url, "ws://127.0.0.1:3000/websocket");
+    }
+
+    #[test]
+    fn origins_default_to_same_origin_and_any_is_explicit() {
+        let c = Config::parse(MIN).unwrap();
+        let o = &c.server.allowed_origins;
+        assert_eq!(*o, Origins::SameOrigin);
+        assert!(o.allows("https://imrelay.example.com", Some("imrelay.example.com")));
+        assert!(!o.allows("https://evil.example", Some("imrelay.example.com")));
+        assert!(!o.allows("https://evil.example", None));
+        let any = Config::parse(&MIN.replace("[server]", "[server]\nallowed_origins = [\"*\"]"))
+            .unwrap();
+        assert!(any.server.allowed_origins.allows("https://evil.example", None));
+        let list = Origins::List(vec!["https://app.example.com".into()]);
+        assert!(list.allows("https://app.example.com", Some("other")));
+        assert!(!list.allows("https://app.example.com.evil", Some("other")));
+        for bad in [r#"["*", "https://a.b"]"#, r#"["app.example.com"]"#, r#"["https://a.b/"]"#] {
+            let e = Config::parse(&MIN.replace("[server]", &format!("[server]\nallowed_origins = {bad}")))
+                .unwrap_err();
+            assert!(e.contains("server.allowed_origins"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_admin_and_rocket_cat_are_reserved() {
+        let c = Config::parse(&MIN.replace("[users]", "[users]\nreserved = [\"GPT.Bot\"]")).unwrap();
+        assert_eq!(c.users.reserved, ["admin", "rocket.cat", "gpt.bot"]);
     }
 
     #[test]

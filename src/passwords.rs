@@ -42,6 +42,7 @@ mod tests {
             password: PasswordPolicy::Derived,
             password_secret: Some(Secret::new("key")),
             default_password: None,
+            reserved: vec![],
         };
         // RFC 4231-style check computed independently: HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog").
         assert_eq!(

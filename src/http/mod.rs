@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod clients;
 pub mod errors;
+pub mod frames;
 pub mod proxy;
 pub mod upgrade;
 

@@ -16,7 +16,8 @@
 //! a bad handshake) is written out and the connection closed.
 
 use super::errors::ApiError;
-use actix::{Actor, ArbiterHandle, StreamHandler};
+use super::frames::Frames;
+use actix::{Actor, ArbiterHandle, AsyncContext, StreamHandler};
 use actix_codec::Framed;
 use actix_http::body::{BodySize, MessageBody};
 use actix_http::{h1, ConnectionType, Request, StatusCode};
@@ -24,23 +25,31 @@ use actix_rt::net::TcpStream;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use bytes::Bytes;
+use actix_http::error::PayloadError;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
 use std::rc::Rc;
-use std::task::{ready, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-/// Most bytes taken per read: clients send pings and small records.
-const READ_CHUNK: usize = 2048;
 /// How long a closed websocket waits for the client to close its side.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs on the target thread with the socket and the bytes that came with
 /// the request; answers on the channel when the websocket is over.
 type Start = Box<dyn FnOnce(std::net::TcpStream, Bytes, oneshot::Sender<()>) + Send>;
+
+/// What bounds one client websocket.
+pub struct Limits {
+    /// Largest frame (and reassembled message) the client may send.
+    pub max_frame: usize,
+    /// Longest the socket may take no bytes while output waits.
+    pub write_timeout: Duration,
+    /// Who the client is, for log lines (`user=alice`).
+    pub who: String,
+}
 
 /// Carried by a 101 response from [`accept`]: how to run the websocket once
 /// the upgrade service owns the socket.
@@ -54,7 +63,7 @@ pub struct Handoff(Start);
 pub fn accept<A>(
     req: &HttpRequest,
     actor: A,
-    max_frame: usize,
+    limits: Limits,
     thread: &ArbiterHandle,
 ) -> Result<HttpResponse, actix_web::Error>
 where
@@ -76,7 +85,7 @@ where
         let spawned = thread.spawn_fn(move || {
             actix_rt::spawn(async move {
                 match TcpStream::from_std(io) {
-                    Ok(io) => run(actor, Rc::new(io), early, max_frame).await,
+                    Ok(io) => run(actor, Rc::new(io), early, limits).await,
                     Err(e) => log::warn!(
                         "a client websocket was closed: its socket could not be moved to the user's registry thread ({e})"
                     ),
@@ -161,22 +170,80 @@ where
     Ok(())
 }
 
+/// Output the context may produce while earlier output still waits for the
+/// socket; past it the actor is no longer polled, its mailbox fills and the
+/// registry closes it as a slow consumer.
+const MAX_UNSENT: usize = 256 << 10;
+
 /// Runs `actor` on the socket until its context finishes, then closes the
-/// socket politely.
-async fn run<A>(actor: A, io: Rc<TcpStream>, early: Bytes, max_frame: usize)
+/// socket politely; a client whose socket takes no bytes for
+/// `limits.write_timeout` is cut off (RST) instead.
+async fn run<A>(actor: A, io: Rc<TcpStream>, early: Bytes, limits: Limits)
 where
     A: Actor<Context = ws::WebsocketContext<A>>
         + StreamHandler<Result<ws::Message, ws::ProtocolError>>,
 {
-    let first = (!early.is_empty()).then_some(Ok(early));
-    let input = futures_util::stream::iter(first).chain(reads(Rc::clone(&io)));
-    let codec = actix_http::ws::Codec::new().max_size(max_frame);
-    let mut out = Box::pin(ws::WebsocketContext::with_codec(actor, input, codec));
-    while let Some(chunk) = out.next().await {
-        // The context encoded every frame it had queued into one chunk.
-        let Ok(bytes) = chunk else { break };
-        if write_all(&io, &bytes).await.is_err() {
-            break;
+    let frames = Frames::new(Rc::clone(&io), early, limits.max_frame);
+    let no_input = futures_util::stream::pending::<Result<Bytes, PayloadError>>();
+    let mut out = Box::pin(ws::WebsocketContext::with_factory(no_input, move |ctx| {
+        ctx.add_stream(frames);
+        actor
+    }));
+    let mut unsent = BytesMut::new();
+    let mut finished = false;
+    let mut progress = tokio::time::Instant::now();
+    loop {
+        if unsent.is_empty() {
+            if finished {
+                break;
+            }
+            // The common case: the context's output goes straight out.
+            match out.next().await {
+                Some(Ok(bytes)) => match try_write(&io, &bytes) {
+                    Ok(n) if n == bytes.len() => {}
+                    Ok(n) => {
+                        unsent.extend_from_slice(&bytes[n..]);
+                        progress = tokio::time::Instant::now();
+                    }
+                    Err(_) => break,
+                },
+                _ => break,
+            }
+            continue;
+        }
+        // The socket is full: keep the actor running (heartbeats, closes)
+        // while output waits, up to MAX_UNSENT, and give up on a socket
+        // that takes nothing for write_timeout.
+        let stalled = tokio::time::sleep_until(progress + limits.write_timeout);
+        tokio::select! {
+            ready = io.writable() => {
+                if ready.is_err() {
+                    break;
+                }
+                match try_write(&io, &unsent) {
+                    Ok(n) if n > 0 => {
+                        let _ = unsent.split_to(n);
+                        progress = tokio::time::Instant::now();
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            chunk = out.next(), if !finished && unsent.len() < MAX_UNSENT => match chunk {
+                Some(Ok(bytes)) => unsent.extend_from_slice(&bytes),
+                _ => finished = true,
+            },
+            () = stalled => {
+                log::info!(
+                    "{} client cut off: its socket took no bytes for {:?} ({} bytes unsent)",
+                    limits.who,
+                    limits.write_timeout,
+                    unsent.len()
+                );
+                drop(out);
+                abort(io);
+                return;
+            }
         }
     }
     drop(out);
@@ -185,35 +252,21 @@ where
     }
 }
 
-/// The socket's bytes as the websocket context's input stream, read through
-/// a scratch buffer: an idle client holds no read buffer.
-fn reads(
-    io: Rc<TcpStream>,
-) -> impl futures_util::Stream<Item = Result<Bytes, actix_http::error::PayloadError>> {
-    futures_util::stream::poll_fn(move |cx| loop {
-        if let Err(e) = ready!(io.poll_read_ready(cx)) {
-            return Poll::Ready(Some(Err(e.into())));
-        }
-        let mut scratch = [0u8; READ_CHUNK];
-        match io.try_read(&mut scratch) {
-            Ok(0) => return Poll::Ready(None),
-            Ok(n) => return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&scratch[..n])))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Some(Err(e.into()))),
-        }
-    })
+/// Bytes written now, without waiting (0 when the socket is full).
+fn try_write(io: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    match io.try_write(bytes) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
 }
 
-async fn write_all(io: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        io.writable().await?;
-        match io.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+/// Closes with a RST: a FIN would wait behind the unsent bytes, and the
+/// kernel would keep them (and the connection) for minutes.
+fn abort(io: Rc<TcpStream>) {
+    if let Err(e) = socket2::SockRef::from(&*io).set_linger(Some(Duration::ZERO)) {
+        log::debug!("SO_LINGER on a stalled client: {e}");
     }
-    Ok(())
+    drop(io);
 }
 
 /// Sends FIN, then reads until the client closes too (bounded): closing a

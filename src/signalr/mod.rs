@@ -10,7 +10,7 @@ use crate::client_auth;
 use crate::http::errors::ApiError;
 use crate::http::AppState;
 use crate::rocketchat::rest::RestClient;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use dashmap::DashMap;
@@ -66,17 +66,11 @@ fn new_id() -> String {
 /// CORS for browsers on other origins: the exact origin echoed (credentials
 /// mode forbids `*`), or nothing when the origin is not allowed.
 fn cors(req: &HttpRequest, state: &AppState, r: &mut HttpResponseBuilder) -> bool {
-    let Some(origin) = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return true;
+    let origin = match crate::http::clients::origin_allowed(req, state) {
+        Ok(Some(o)) => o,
+        Ok(None) => return true,
+        Err(_) => return false,
     };
-    let allowed = &state.cfg.server.allowed_origins;
-    if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
-        return false;
-    }
     let headers = req
         .headers()
         .get("access-control-request-headers")
@@ -100,7 +94,7 @@ pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     if cors(&req, &state, &mut r) {
         r.finish()
     } else {
-        HttpResponse::Forbidden().json(json!({"error": "origin not in server.allowed_origins"}))
+        HttpResponse::Forbidden().json(json!({"error": "origin not allowed: add it to server.allowed_origins"}))
     }
 }
 
@@ -113,7 +107,7 @@ pub async fn negotiate(
     let mut r = HttpResponse::Ok();
     if !cors(&req, &state, &mut r) {
         return HttpResponse::Forbidden()
-            .json(json!({"error": "origin not in server.allowed_origins"}));
+            .json(json!({"error": "origin not allowed: add it to server.allowed_origins"}));
     }
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(|q| q.into_inner())
@@ -208,11 +202,7 @@ pub async fn connect(
         None => client_auth::authenticate(&req, &state, &rest).await?,
     };
     let shard = state.registry.shard(&username);
+    let limits = crate::http::clients::limits(&state, &username);
     let actor = SignalRSocket::new(username, shard.addr.clone(), state.cfg.client.queue_limit);
-    crate::http::upgrade::accept(
-        &req,
-        actor,
-        crate::client_ws::MAX_CLIENT_FRAME,
-        &shard.arbiter,
-    )
+    crate::http::upgrade::accept(&req, actor, limits, &shard.arbiter)
 }

@@ -267,7 +267,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SignalRSocket {
                     self.username,
                     self.id
                 );
-                ctx.stop();
+                let code = crate::http::frames::close_code(&e);
+                self.finish(ctx, &crate::http::frames::close_reason(&e), false, code);
             }
         }
     }

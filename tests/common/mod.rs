@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+pub mod raw;
+
 /// Longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 pub const API_KEY: &str = "test-api-key-0123456789";

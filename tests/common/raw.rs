@@ -1,0 +1,123 @@
+//! Raw sockets for what a client library would refuse to send: websocket
+//! upgrades by hand, frames with any header, clients that never read, and
+//! HTTP requests written byte by byte.
+
+use super::WAIT;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub fn addr(base: &str) -> SocketAddr {
+    base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A TCP connection to the daemon; with `recv_buffer` a tiny receive
+/// window, so the server's writes back up quickly.
+pub async fn connect(base: &str, recv_buffer: Option<u32>) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(n) = recv_buffer {
+        sock.set_recv_buffer_size(n).unwrap();
+    }
+    tokio::time::timeout(WAIT, sock.connect(addr(base)))
+        .await
+        .expect("connect timeout")
+        .expect("connect")
+}
+
+/// Reads an HTTP response head, up to the blank line.
+pub async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = vec![];
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(WAIT, s.read_u8())
+            .await
+            .expect("response head timeout")
+            .expect("response head");
+        head.push(b);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Upgrades `path_and_query` to a websocket by hand; returns the socket
+/// after the 101.
+pub async fn upgrade(base: &str, path_and_query: &str, recv_buffer: Option<u32>) -> TcpStream {
+    let mut s = connect(base, recv_buffer).await;
+    let req = format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        addr(base)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "upgraded: {head}");
+    s
+}
+
+/// The header of a masked client frame declaring `len` payload bytes
+/// (mask 0: the payload goes as is).
+pub fn header(opcode: u8, fin: bool, len: u64) -> Vec<u8> {
+    let mut f = vec![(u8::from(fin) << 7) | opcode];
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&len.to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f
+}
+
+/// A whole masked client frame.
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = header(opcode, true, payload.len() as u64);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one server frame: its opcode and payload.
+pub async fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await?;
+    let mut len = u64::from(h[1] & 0x7f);
+    if len == 126 {
+        len = u64::from(s.read_u16().await?);
+    } else if len == 127 {
+        len = s.read_u64().await?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).await?;
+    Ok((h[0] & 0x0f, payload))
+}
+
+/// Reads server frames until a Close; returns its code and the text
+/// frames before it.
+pub async fn close_code(s: &mut TcpStream) -> (u16, Vec<String>) {
+    let mut texts = vec![];
+    loop {
+        let (op, payload) = read_frame(s).await.expect("a frame before the close");
+        match op {
+            0x8 => return (u16::from_be_bytes([payload[0], payload[1]]), texts),
+            0x1 => texts.push(String::from_utf8_lossy(&payload).into_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// The kernel's state of a TCP socket (`TCP_INFO`): 1 is ESTABLISHED, 7 CLOSE.
+pub fn tcp_state(s: &TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(TCP_INFO)");
+    info.tcpi_state
+}
