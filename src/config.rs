@@ -791,22 +791,32 @@ password_secret = "s"
         assert!(o.allows("https://imrelay.example.com", Some("imrelay.example.com")));
         assert!(!o.allows("https://evil.example", Some("imrelay.example.com")));
         assert!(!o.allows("https://evil.example", None));
-        let any = Config::parse(&MIN.replace("[server]", "[server]\nallowed_origins = [\"*\"]"))
-            .unwrap();
-        assert!(any.server.allowed_origins.allows("https://evil.example", None));
+        let any =
+            Config::parse(&MIN.replace("[server]", "[server]\nallowed_origins = [\"*\"]")).unwrap();
+        assert!(any
+            .server
+            .allowed_origins
+            .allows("https://evil.example", None));
         let list = Origins::List(vec!["https://app.example.com".into()]);
         assert!(list.allows("https://app.example.com", Some("other")));
         assert!(!list.allows("https://app.example.com.evil", Some("other")));
-        for bad in [r#"["*", "https://a.b"]"#, r#"["app.example.com"]"#, r#"["https://a.b/"]"#] {
-            let e = Config::parse(&MIN.replace("[server]", &format!("[server]\nallowed_origins = {bad}")))
-                .unwrap_err();
+        for bad in [
+            r#"["*", "https://a.b"]"#,
+            r#"["app.example.com"]"#,
+            r#"["https://a.b/"]"#,
+        ] {
+            let e = Config::parse(
+                &MIN.replace("[server]", &format!("[server]\nallowed_origins = {bad}")),
+            )
+            .unwrap_err();
             assert!(e.contains("server.allowed_origins"), "{bad}: {e}");
         }
     }
 
     #[test]
     fn the_admin_and_rocket_cat_are_reserved() {
-        let c = Config::parse(&MIN.replace("[users]", "[users]\nreserved = [\"GPT.Bot\"]")).unwrap();
+        let c =
+            Config::parse(&MIN.replace("[users]", "[users]\nreserved = [\"GPT.Bot\"]")).unwrap();
         assert_eq!(c.users.reserved, ["admin", "rocket.cat", "gpt.bot"]);
     }
 

@@ -42,7 +42,7 @@ pub mod timers;
 
 use actix::{Actor, Addr};
 use actix_http::HttpService;
-use actix_service::{map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_service::{map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, ServerHandle};
 use actix_web::{web, App};
 use admin::AdminAgent;
@@ -64,6 +64,7 @@ pub struct Daemon {
     ready: Arc<AtomicBool>,
     cfg: Arc<Config>,
     cache: Arc<TokenCache>,
+    admission: Arc<http::admission::Admission>,
 }
 
 /// Installs rustls' crypto provider once: awc's rustls support panics at
@@ -113,6 +114,18 @@ impl Daemon {
         let cache = Arc::new(TokenCache::new(cfg.session.idle_ttl));
         let ready = Arc::new(AtomicBool::new(false));
         let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&cache));
+        let fds = http::admission::descriptor_limit();
+        let admission = Arc::new(http::admission::Admission::new(
+            cfg.server.max_connections,
+            cfg.server.max_connections_per_ip,
+            fds,
+        ));
+        log::info!(
+            "accepting at most {} connections, {} per IP address (descriptor limit {})",
+            admission.max_total(),
+            cfg.server.max_connections_per_ip,
+            fds.map_or("unknown".into(), |n| n.to_string())
+        );
         let admin = AdminAgent::new(Arc::clone(&cfg), Arc::clone(&ready)).start();
         let state = web::Data::new(http::AppState {
             cfg: Arc::clone(&cfg),
@@ -122,6 +135,7 @@ impl Daemon {
             ready: Arc::clone(&ready),
             login_gate: Arc::default(),
             signalr: Arc::default(),
+            admission: Arc::clone(&admission),
         });
         let max_body = cfg.server.max_body_bytes;
         let hub_path = cfg.server.hub_path.clone();
@@ -153,36 +167,61 @@ impl Daemon {
             .workers(cores())
             .disable_signals()
             .shutdown_timeout(cfg.server.shutdown_timeout.as_secs().max(1))
-            .listen("imrelay", listener, move || {
-                let upgrade_app = make_app.clone();
-                let upgrade = actix_service::fn_factory(move || {
-                    let app = upgrade_app();
-                    async move {
-                        let app = app
-                            .into_factory()
-                            .new_service(AppConfig::default())
-                            .await
-                            .map_err(|_| log::error!("the upgrade service did not start"))?;
-                        let app = Rc::new(app);
-                        Ok::<_, ()>(actix_service::fn_service(move |(req, framed)| {
-                            http::upgrade::serve(Rc::clone(&app), req, framed)
-                        }))
-                    }
-                });
-                let main = make_app()
-                    .into_factory()
-                    .map_err(|e: actix_web::Error| e.error_response());
-                HttpService::build()
-                    // Pushes are small frames written one by one: with Nagle
-                    // each would wait for the ACK of the one before, that is
-                    // for the client to read it. (Kestrel, which SignalR
-                    // front ends know, disables it too.)
-                    .tcp_nodelay(true)
-                    .client_disconnect_timeout(Duration::from_secs(1))
-                    .local_addr(addr)
-                    .upgrade(upgrade)
-                    .finish(map_config(main, |_| AppConfig::default()))
-                    .tcp()
+            .listen("imrelay", listener, {
+                let admission = Arc::clone(&admission);
+                move || {
+                    let upgrade_app = make_app.clone();
+                    let upgrade = actix_service::fn_factory(move || {
+                        let app = upgrade_app();
+                        async move {
+                            let app = app
+                                .into_factory()
+                                .new_service(AppConfig::default())
+                                .await
+                                .map_err(|_| log::error!("the upgrade service did not start"))?;
+                            let app = Rc::new(app);
+                            Ok::<_, ()>(actix_service::fn_service(move |(req, framed)| {
+                                http::upgrade::serve(Rc::clone(&app), req, framed)
+                            }))
+                        }
+                    });
+                    let main = make_app()
+                        .into_factory()
+                        .map_err(|e: actix_web::Error| e.error_response());
+                    let http = HttpService::build()
+                        // Pushes are small frames written one by one: with Nagle
+                        // each would wait for the ACK of the one before, that is
+                        // for the client to read it. (Kestrel, which SignalR
+                        // front ends know, disables it too.)
+                        .tcp_nodelay(true)
+                        .client_disconnect_timeout(Duration::from_secs(1))
+                        .local_addr(addr)
+                        .upgrade(upgrade)
+                        .finish(map_config(main, |_| AppConfig::default()))
+                        .tcp();
+                    let admission = Arc::clone(&admission);
+                    actix_service::apply_fn_factory(
+                        http,
+                        move |io: actix_rt::net::TcpStream, svc| {
+                            // Refused: the socket is dropped before a byte is read.
+                            let admitted = io
+                                .peer_addr()
+                                .ok()
+                                .and_then(|peer| admission.admit(peer.ip()).ok());
+                            let served = admitted.map(|a| (a, svc.call(io)));
+                            async move {
+                                match served {
+                                    Some((admitted, call)) => {
+                                        let r = call.await;
+                                        drop(admitted);
+                                        r
+                                    }
+                                    None => Ok(()),
+                                }
+                            }
+                        },
+                    )
+                }
             })?
             .run();
         let handle = server.handle();
@@ -199,6 +238,7 @@ impl Daemon {
             ready,
             cfg,
             cache,
+            admission,
         })
     }
 
@@ -215,6 +255,11 @@ impl Daemon {
     /// The admin agent is logged in.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections open now (every kind).
+    pub fn open_connections(&self) -> usize {
+        self.admission.open()
     }
 
     /// The token cache (for tests and the demo).

@@ -74,6 +74,8 @@ async fn a_fragmented_message_past_the_limit_is_refused() {
     let mut more = header(0x0, false, part.len() as u64);
     more.extend_from_slice(&part);
     let _ = s.write_all(&more).await;
-    let (code, _) = tokio::time::timeout(WAIT, close_code(&mut s)).await.unwrap();
+    let (code, _) = tokio::time::timeout(WAIT, close_code(&mut s))
+        .await
+        .unwrap();
     assert_eq!(code, 1008, "policy violation: the message is too large");
 }

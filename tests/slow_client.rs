@@ -100,7 +100,10 @@ async fn flood_until(env: &common::Env, rid: &str, what: &str, done: impl Fn() -
         if done() {
             return;
         }
-        assert!(start.elapsed() < 3 * WAIT, "timed out flooding until {what}");
+        assert!(
+            start.elapsed() < 3 * WAIT,
+            "timed out flooding until {what}"
+        );
         env.sim.post_message("bob", rid, &text).unwrap();
         actix_rt::time::sleep(Duration::from_millis(2)).await;
     }
@@ -109,7 +112,9 @@ async fn flood_until(env: &common::Env, rid: &str, what: &str, done: impl Fn() -
 
 #[actix_rt::test]
 async fn a_client_that_never_reads_is_cut_off() {
-    let env = start(Settings::default(), |c| c.client.write_timeout = Duration::from_secs(1))
+    let env = start(Settings::default(), |c| {
+        c.client.write_timeout = Duration::from_secs(1)
+    })
     .await;
     env.sync("alice").await;
     env.sync("bob").await;
@@ -123,14 +128,20 @@ async fn a_client_that_never_reads_is_cut_off() {
     let rid = env.sim.direct_room("bob", "alice").unwrap();
     // Nothing reads, so the server's writes stop making progress; the
     // server then resets the connection (a FIN would queue behind the data).
-    flood_until(&env, &rid, "the connection is reset", || tcp_state(&deaf) != 1).await;
-    env.until(WAIT, "the connection to close", async || tcp_state(&deaf) == 7)
-        .await;
+    flood_until(&env, &rid, "the connection is reset", || {
+        tcp_state(&deaf) != 1
+    })
+    .await;
+    env.until(WAIT, "the connection to close", async || {
+        tcp_state(&deaf) == 7
+    })
+    .await;
     let clients =
         async || env.api("GET", "/users/alice", None).await.body["session"]["clients"].clone();
-    env.until(WAIT, "the client to be forgotten", async || clients().await == 0)
-        .await;
-
+    env.until(WAIT, "the client to be forgotten", async || {
+        clients().await == 0
+    })
+    .await;
 }
 
 #[actix_rt::test]

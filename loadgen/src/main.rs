@@ -274,7 +274,7 @@ fn setup(mode: Mode, a: &Args) -> Result<Setup, String> {
             let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let cfg = format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\napi_keys = [{{ name = \"loadgen\", key = \"{API_KEY}\" }}]\n[rocketchat]\nurl = \"{}\"\nadmin_username = \"super\"\nadmin_password = \"123qwe\"\n[users]\npassword = \"default\"\ndefault_password = \"{PASSWORD}\"\n[client]\nqueue_limit = 4096\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\napi_keys = [{{ name = \"loadgen\", key = \"{API_KEY}\" }}]\nmax_connections_per_ip = 100000\n[rocketchat]\nurl = \"{}\"\nadmin_username = \"super\"\nadmin_password = \"123qwe\"\n[users]\npassword = \"default\"\ndefault_password = \"{PASSWORD}\"\n[client]\nqueue_limit = 4096\n",
                 rcsim.url
             );
             std::fs::write(dir.join("imrelay.toml"), cfg).map_err(|e| e.to_string())?;

@@ -130,6 +130,35 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// `GET /metrics` (API key): Prometheus text for the connection bounds.
+pub async fn metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use super::admission::Refusal;
+    authorize(&req, &state)?;
+    let a = &state.admission;
+    let body = format!(
+        "# HELP imrelay_connections_open TCP connections open now.\n\
+         # TYPE imrelay_connections_open gauge\n\
+         imrelay_connections_open {}\n\
+         # HELP imrelay_connections_max TCP connections accepted at most (server.max_connections, lowered to fit the descriptor limit).\n\
+         # TYPE imrelay_connections_max gauge\n\
+         imrelay_connections_max {}\n\
+         # HELP imrelay_connections_refused_total TCP connections refused, by the bound that was reached.\n\
+         # TYPE imrelay_connections_refused_total counter\n\
+         imrelay_connections_refused_total{{reason=\"total\"}} {}\n\
+         imrelay_connections_refused_total{{reason=\"per_ip\"}} {}\n",
+        a.open(),
+        a.max_total(),
+        a.refused(Refusal::Total),
+        a.refused(Refusal::PerIp),
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body))
+}
+
 /// `PUT /users/{username}` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

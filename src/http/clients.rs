@@ -24,7 +24,10 @@ pub fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError>
 
 /// The request's `Origin` if it is allowed (`None`: no `Origin`), or the
 /// refused origin.
-pub fn origin_allowed<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Option<&'a str>, &'a str> {
+pub fn origin_allowed<'a>(
+    req: &'a HttpRequest,
+    state: &AppState,
+) -> Result<Option<&'a str>, &'a str> {
     let Some(origin) = req.headers().get("origin") else {
         return Ok(None);
     };

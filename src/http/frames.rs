@@ -28,7 +28,9 @@ const MAX_HEADER: usize = 14;
 pub fn declared_len(buf: &[u8]) -> Option<u64> {
     let len = *buf.get(1)? & 0x7f;
     match len {
-        126 => Some(u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?))),
+        126 => Some(u64::from(u16::from_be_bytes(
+            buf.get(2..4)?.try_into().ok()?,
+        ))),
         127 => Some(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)),
         n => Some(u64::from(n)),
     }
@@ -137,7 +139,10 @@ impl Frames {
         }
     }
 
-    fn end(&mut self, item: Option<Result<Message, ProtocolError>>) -> Poll<Option<Result<Message, ProtocolError>>> {
+    fn end(
+        &mut self,
+        item: Option<Result<Message, ProtocolError>>,
+    ) -> Poll<Option<Result<Message, ProtocolError>>> {
         self.done = true;
         Poll::Ready(item)
     }

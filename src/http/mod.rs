@@ -1,5 +1,6 @@
 //! The HTTP side: backend API (API key), health, and client websockets.
 
+pub mod admission;
 pub mod backend;
 pub mod clients;
 pub mod errors;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub login_gate: Arc<backend::LoginGate>,
     /// Negotiated SignalR connections.
     pub signalr: Arc<crate::signalr::Connections>,
+    /// The connection bounds and their counts.
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Registers every route; the SignalR hub lives at `hub_path`.
@@ -39,6 +42,7 @@ pub fn routes(hub_path: String) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.route("/healthz", web::get().to(backend::healthz))
             .route("/readyz", web::get().to(backend::readyz))
+            .route("/metrics", web::get().to(backend::metrics))
             .route("/ws", web::get().to(clients::native))
             .route(
                 &format!("{hub_path}/negotiate"),

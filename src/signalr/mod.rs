@@ -94,7 +94,8 @@ pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     if cors(&req, &state, &mut r) {
         r.finish()
     } else {
-        HttpResponse::Forbidden().json(json!({"error": "origin not allowed: add it to server.allowed_origins"}))
+        HttpResponse::Forbidden()
+            .json(json!({"error": "origin not allowed: add it to server.allowed_origins"}))
     }
 }
 
