@@ -108,7 +108,6 @@ async fn login(
 /// `ANY /demo/rc/{path}`: a chat action as the user the client token belongs to.
 async fn rc(
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
@@ -121,7 +120,8 @@ async fn rc(
         ));
     };
     let username = client_auth::authenticate_token(&token, &state, &rest).await?;
-    crate::http::proxy::as_user(&req, &username, &path.into_inner(), payload, &state, &rest).await
+    let path = crate::http::proxy::route_path(&req)?;
+    crate::http::proxy::as_user(&req, &username, &path, payload, &state, &rest).await
 }
 
 /// `GET|POST /demo/simulate` (`{"on": bool}`).

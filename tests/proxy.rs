@@ -205,3 +205,56 @@ async fn front_end_auth_mode_returns_a_working_rocket_chat_token() {
     env2.sync("bob").await;
     assert!(env2.login("bob").await.get("rc_token").is_none());
 }
+
+#[actix_rt::test]
+async fn hostile_paths_and_caller_headers_stay_on_our_side() {
+    use common::raw::http;
+    let env = start(Settings::default(), |_| {}).await;
+    env.sync("alice").await;
+    env.login("alice").await;
+    let auth = format!("Authorization: Bearer {}", common::API_KEY);
+    for path in [
+        "..%2f..%2finfo",
+        "%2F%2Fevil.example/x",
+        "me%3Fx=1&y=2",
+        "x%00y",
+        "a%5c..%5cinfo",
+    ] {
+        for prefix in ["/api/v1/users/alice/rc/", "/api/v1/admin/rc/"] {
+            let (status, body) = http(
+                &env.url,
+                &format!("GET {prefix}{path} HTTP/1.1\r\n{auth}"),
+                b"",
+            )
+            .await;
+            assert_eq!(status, 400, "{prefix}{path}: {body}");
+            assert!(body.contains("\"bad_path\""), "{prefix}{path}: {body}");
+        }
+    }
+    let before = env.sim.calls().len();
+    // A caller cannot pick the address Rocket.Chat's limiter and login
+    // blocking count, and Expect: 100-continue is answered here.
+    let body = br#"{"channel":"@alice","text":"hi"}"#;
+    let (status, answer) = http(
+        &env.url,
+        &format!(
+            "POST /api/v1/users/alice/rc/chat.postMessage HTTP/1.1\r\n{auth}\r\nX-Real-IP: 203.0.113.9\r\nX-Forwarded-For: 203.0.113.9\r\nForwarded: for=203.0.113.9\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: {}",
+            body.len()
+        ),
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let calls = env.sim.calls();
+    assert_eq!(
+        calls.len(),
+        before + 1,
+        "only the valid call reached Rocket.Chat"
+    );
+    let post = calls.last().unwrap();
+    assert_eq!(post.route, "chat.postMessage");
+    assert_eq!(
+        post.ip, "127.0.0.1",
+        "imrelay's own address, not the caller's pick"
+    );
+}

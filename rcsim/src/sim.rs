@@ -79,6 +79,9 @@ pub struct CallRecord {
     pub user_id: Option<String>,
     /// The HTTP status answered.
     pub status: u16,
+    /// The client address Rocket.Chat counted for rate limits and login
+    /// blocking (`X-Real-IP` before the socket's).
+    pub ip: String,
 }
 
 /// Counters.

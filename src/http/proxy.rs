@@ -38,11 +38,71 @@ const DROP_REQUEST: &[&str] = &[
     "accept-encoding",
 ];
 
+/// Request headers that say who the caller is to Rocket.Chat's rate limiter
+/// and login blocking: a caller must not pick that IP, so none pass. `expect`
+/// too: the body is read whole before the call, so there is nothing to continue.
+const CALLER_IDENTITY: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "expect",
+];
+
 /// Response headers not passed back, on top of [`HOP_BY_HOP`].
 const DROP_RESPONSE: &[&str] = &["set-cookie"];
 
 fn passed(name: &str, drop: &[&str]) -> bool {
     !HOP_BY_HOP.contains(&name) && !drop.contains(&name)
+}
+
+fn passed_upstream(name: &str) -> bool {
+    passed(name, DROP_REQUEST)
+        && !CALLER_IDENTITY.contains(&name)
+        && !name.starts_with("x-forwarded-")
+}
+
+/// What a path segment keeps unencoded upstream: RFC 3986's unreserved
+/// characters and the sub-delimiters Rocket.Chat routes use.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'@');
+
+/// The Rocket.Chat route for the `{path}` of a proxy call, rebuilt from
+/// validated segments: a hop that normalises paths (nginx in front of
+/// Rocket.Chat) must not resolve it outside `/api/v1/`. `raw` is the route's
+/// match, where `%2F` is still encoded.
+pub fn upstream_path(raw: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| {
+        ApiError::bad_request(
+            "bad_path",
+            format!("the Rocket.Chat path {raw:?} {why}; name a route under /api/v1/, e.g. chat.postMessage"),
+        )
+    };
+    let mut out = String::from("/api/v1");
+    for segment in raw.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        match decoded.as_slice() {
+            b"" => return Err(bad("has an empty segment")),
+            b"." | b".." => return Err(bad("has a dot segment")),
+            d if d.iter().any(|b| matches!(b, b'/' | b'\\' | b'?' | b'#')) => {
+                return Err(bad("has an encoded '/', '\\', '?' or '#'"))
+            }
+            d if d.iter().any(|b| b.is_ascii_control()) => {
+                return Err(bad("has a control character"))
+            }
+            d => {
+                out.push('/');
+                out.extend(percent_encoding::percent_encode(d, SEGMENT));
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn read_body(mut payload: web::Payload, max: usize) -> Result<bytes::Bytes, ApiError> {
@@ -64,14 +124,14 @@ async fn forward(
     creds: &Credentials,
     body: &bytes::Bytes,
 ) -> Result<RawResponse, ApiError> {
-    let mut target = format!("/api/v1/{path}");
+    let mut target = path.to_string();
     if !req.query_string().is_empty() {
         target = format!("{target}?{}", req.query_string());
     }
     let headers: Vec<(&str, String)> = req
         .headers()
         .iter()
-        .filter(|(k, _)| passed(k.as_str(), DROP_REQUEST))
+        .filter(|(k, _)| passed_upstream(k.as_str()))
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?.to_string())))
         .collect();
     let body = (!body.is_empty()).then(|| body.clone());
@@ -100,20 +160,25 @@ fn relay(r: RawResponse, who: &str, path: &str) -> HttpResponse {
     out.body(r.body)
 }
 
+/// The validated upstream path of a proxy route's `{path}`.
+pub fn route_path(req: &HttpRequest) -> Result<String, ApiError> {
+    upstream_path(req.match_info().get("path").unwrap_or_default())
+}
+
 /// `ANY /api/v1/users/{username}/rc/{path}`.
 pub async fn user_call(
     ApiUser(username): ApiUser,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, path) = path.into_inner();
+    let path = route_path(&req)?;
     as_user(&req, &username, &path, payload, &state, &rest).await
 }
 
-/// Runs the call as `username` (already authorized by the caller).
+/// Runs the call as `username` (already authorized by the caller) on
+/// `path`, a route from [`upstream_path`].
 pub async fn as_user(
     req: &HttpRequest,
     username: &str,
@@ -136,13 +201,12 @@ pub async fn as_user(
 /// `ANY /api/v1/admin/rc/{path}`: the same as the admin agent, explicitly.
 pub async fn admin_call(
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let path = path.into_inner();
+    let path = route_path(&req)?;
     let body = read_body(payload, state.cfg.server.max_proxy_body_bytes).await?;
     let creds = state.admin.send(GetCredentials).await.map_err(mailbox)??;
     let mut resp = forward(&rest, &req, &path, &creds, &body).await?;
@@ -172,5 +236,45 @@ mod tests {
         }
         assert!(passed("content-type", DROP_REQUEST));
         assert!(passed("x-ratelimit-reset", DROP_RESPONSE));
+        for h in [
+            "x-forwarded-for",
+            "x-real-ip",
+            "forwarded",
+            "x-forwarded-host",
+            "expect",
+        ] {
+            assert!(!passed_upstream(h), "{h}: the caller does not pick its IP");
+        }
+    }
+
+    #[test]
+    fn upstream_paths_stay_under_api_v1() {
+        for (raw, want) in [
+            ("chat.postMessage", "/api/v1/chat.postMessage"),
+            ("rooms.info", "/api/v1/rooms.info"),
+            ("emoji-custom/a b+c", "/api/v1/emoji-custom/a%20b%2Bc"),
+            ("users.info%2Bx", "/api/v1/users.info%2Bx"),
+            ("x/100%25", "/api/v1/x/100%25"),
+        ] {
+            assert_eq!(upstream_path(raw).unwrap().as_str(), want, "{raw}");
+        }
+        for raw in [
+            "..%2f..%2finfo",
+            "..%2F..%2Finfo",
+            "%2F%2Fevil.example/x",
+            "me%3Fx=1&y=2",
+            "me%23frag",
+            "a/../info",
+            "a/./b",
+            "%2e%2e/info",
+            "a%5c..%5cinfo",
+            "a//b",
+            "a/",
+            "x%00y",
+            "x%0d%0aHost: evil",
+        ] {
+            let e = upstream_path(raw).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code), (400, "bad_path"), "{raw}");
+        }
     }
 }

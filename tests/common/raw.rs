@@ -121,3 +121,39 @@ pub fn tcp_state(s: &TcpStream) -> u8 {
     assert_eq!(rc, 0, "getsockopt(TCP_INFO)");
     info.tcpi_state
 }
+
+/// Sends `head` (request line and headers, without the blank line) and
+/// `body` as written, with `Connection: close`; returns the status and the
+/// body read to the end.
+pub async fn http(base: &str, head: &str, body: &[u8]) -> (u16, String) {
+    let mut s = connect(base, None).await;
+    let req = format!(
+        "{head}\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        addr(base)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = vec![];
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answer timeout")
+        .expect("answer");
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    // Interim answers (100 Continue) come first.
+    while text.starts_with("HTTP/1.1 1") {
+        text = text
+            .split_once("\r\n\r\n")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
+    }
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -344,6 +344,7 @@ pub async fn dispatch(
         route: name,
         user_id: caller_id,
         status: reply.status,
+        ip: client_ip(&req),
     });
     sim.bump();
     let mut resp = HttpResponse::build(
