@@ -75,9 +75,9 @@ pub async fn authenticate_token(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let username =
+        let claimed =
             crate::jwt::verify(token, jwt, now).map_err(|e| unauthorized("bad_jwt", e))?;
-        crate::http::backend::validate_username(&username)?;
+        let username = crate::username::canonical(&claimed, &state.cfg.users.reserved)?;
         if state.cache.live(&username).is_none() {
             // The front end needs nothing but its token: log the user in.
             ensure_login(state, rest, &username, None, false).await?;

@@ -16,6 +16,7 @@
 //! - [`http`]: backend API, health, websocket upgrades.
 //! - [`doctor`]: checks a Rocket.Chat server's settings for imrelay.
 //! - [`demo`]: `imrelay demo`.
+//! - [`username`]: the one username rule (lower case, reserved accounts).
 //! - [`passwords`], [`fragments`]: small helpers.
 //! - this file: [`Daemon`], the running daemon shared by `main` and tests.
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod rocketchat;
 pub mod session;
 pub mod signalr;
 pub mod timers;
+pub mod username;
 
 use actix::{Actor, Addr};
 use actix_http::HttpService;

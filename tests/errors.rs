@@ -87,7 +87,7 @@ async fn backend_api_rejects_bad_requests_clearly() {
 #[actix_rt::test]
 async fn client_upgrades_are_authenticated_before_the_upgrade() {
     let env = start(Settings::default(), |c| {
-        c.server.allowed_origins = vec!["https://app.example.com".into()]
+        c.server.allowed_origins = imrelay::config::Origins::List(vec!["https://app.example.com".into()])
     })
     .await;
     for path in ["/ws", "/ws?token=bogus"] {

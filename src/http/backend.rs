@@ -75,24 +75,8 @@ fn api_user(req: &HttpRequest) -> Result<ApiUser, ApiError> {
         .into_inner()
         .map_err(|e| ApiError::bad_request("bad_username", e.to_string()))?
         .into_inner();
-    validate_username(&param.username)?;
-    Ok(ApiUser(param.username))
-}
-
-/// Rocket.Chat's default username rule, checked before any call.
-pub fn validate_username(u: &str) -> Result<(), ApiError> {
-    let ok = !u.is_empty()
-        && u.len() <= 120
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "bad_username",
-            format!("{u:?} is not a valid Rocket.Chat username (letters, digits, '-', '_', '.')"),
-        ))
-    }
+    let username = crate::username::canonical(&param.username, &state.cfg.users.reserved)?;
+    Ok(ApiUser(username))
 }
 
 /// An internal actor that no longer answers: it only stops when imrelay does.
