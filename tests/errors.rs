@@ -66,6 +66,10 @@ async fn backend_api_rejects_bad_requests_clearly() {
         .api("POST", "/users/alice/login", Some(json!({"pasword": "x"})))
         .await;
     assert_eq!(r.error(), (400, Some("bad_json")));
+    // Every oversize body gets the JSON envelope, login's too.
+    let big = json!({"password": "x".repeat(4096)});
+    let r = env.api("POST", "/users/alice/login", Some(big)).await;
+    assert_eq!(r.error(), (413, Some("body_too_large")), "{}", r.body);
 
     let r = env.api("GET", "/users/nobody", None).await;
     assert_eq!(r.error(), (404, Some("user_not_found")));
@@ -87,7 +91,8 @@ async fn backend_api_rejects_bad_requests_clearly() {
 #[actix_rt::test]
 async fn client_upgrades_are_authenticated_before_the_upgrade() {
     let env = start(Settings::default(), |c| {
-        c.server.allowed_origins = imrelay::config::Origins::List(vec!["https://app.example.com".into()])
+        c.server.allowed_origins =
+            imrelay::config::Origins::List(vec!["https://app.example.com".into()])
     })
     .await;
     for path in ["/ws", "/ws?token=bogus"] {
@@ -250,5 +255,51 @@ async fn rocket_chat_gone_is_503() {
             Seen::Json(_) => {}
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// A body trickled a byte at a time is cut off at `server.body_timeout`
+/// with a 408, on the backend API and on the proxy.
+#[actix_rt::test]
+async fn a_trickled_body_is_cut_off_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = start(Settings::default(), |c| {
+        c.server.body_timeout = std::time::Duration::from_millis(500)
+    })
+    .await;
+    env.sync("alice").await;
+    for path in [
+        "/api/v1/users/alice",
+        "/api/v1/users/alice/rc/chat.postMessage",
+    ] {
+        let method = if path.ends_with("alice") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let s = common::raw::connect(&env.url, None).await;
+        let (mut rd, mut wr) = s.into_split();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await.unwrap();
+        // The slow peer: a byte every 50 ms, for at most 10 s.
+        let trickle = tokio::spawn(async move {
+            for _ in 0..200 {
+                if wr.write_all(b"1\r\n{\r\n").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        });
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(WAIT, rd.read(&mut answer))
+            .await
+            .expect("the server answers before the trickle ends")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(text.contains("body_timeout"), "{path}: {text}");
+        trickle.abort();
     }
 }

@@ -104,7 +104,8 @@ async fn closed(ws: &mut Ws) -> Option<u16> {
 #[actix_rt::test]
 async fn negotiate_versions_errors_and_cors() {
     let env = start(Settings::default(), |c| {
-        c.server.allowed_origins = imrelay::config::Origins::List(vec!["https://app.example.com".into()])
+        c.server.allowed_origins =
+            imrelay::config::Origins::List(vec!["https://app.example.com".into()])
     })
     .await;
     env.sync("alice").await;

@@ -144,7 +144,7 @@ pub async fn metrics(
 }
 
 /// `PUT /users/{username}` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PutUser {
     name: Option<String>,
@@ -155,11 +155,12 @@ pub struct PutUser {
 /// `PUT /api/v1/users/{username}`: create or update the Rocket.Chat user.
 pub async fn put_user(
     ApiUser(username): ApiUser,
-    body: web::Json<PutUser>,
+    req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body: PutUser = super::body::json(&req, payload, state.body_limits(), false).await?;
     let pw = state.cfg.rocketchat.admin_password.expose();
     let existing = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?;
     match existing {
@@ -390,16 +391,12 @@ pub async fn ensure_login(
 /// `POST /api/v1/users/{username}/login`: log in (reusing a live token) and start or keep the session.
 pub async fn login(
     ApiUser(username): ApiUser,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: LoginBody = if body.is_empty() {
-        LoginBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
-    };
+    let body: LoginBody = super::body::json(&req, payload, state.body_limits(), true).await?;
     let entry = ensure_login(
         &state,
         &rest,

@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod backend;
+pub mod body;
 pub mod clients;
 pub mod errors;
 pub mod frames;
@@ -35,6 +36,26 @@ pub struct AppState {
     pub signalr: Arc<crate::signalr::Connections>,
     /// The connection bounds and their counts.
     pub admission: Arc<admission::Admission>,
+}
+
+impl AppState {
+    /// The bounds of a backend request's body.
+    pub fn body_limits(&self) -> body::BodyLimits {
+        body::BodyLimits {
+            max: self.cfg.server.max_body_bytes,
+            timeout: self.cfg.server.body_timeout,
+            key: "server.max_body_bytes",
+        }
+    }
+
+    /// The bounds of a body passed through to Rocket.Chat.
+    pub fn proxy_body_limits(&self) -> body::BodyLimits {
+        body::BodyLimits {
+            max: self.cfg.server.max_proxy_body_bytes,
+            timeout: self.cfg.server.body_timeout,
+            key: "server.max_proxy_body_bytes",
+        }
+    }
 }
 
 /// Registers every route; the SignalR hub lives at `hub_path`.

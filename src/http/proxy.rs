@@ -12,7 +12,6 @@ use crate::rocketchat::rest::{retry_after, RawResponse, RestClient};
 use crate::rocketchat::Credentials;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and framing: never passed either way.
 const HOP_BY_HOP: &[&str] = &[
@@ -105,18 +104,6 @@ pub fn upstream_path(raw: &str) -> Result<String, ApiError> {
     Ok(out)
 }
 
-async fn read_body(mut payload: web::Payload, max: usize) -> Result<bytes::Bytes, ApiError> {
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
-        if body.len() + chunk.len() > max {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("bodies passed to Rocket.Chat are limited to {max} bytes (server.max_proxy_body_bytes)")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 async fn forward(
     rest: &RestClient,
     req: &HttpRequest,
@@ -187,7 +174,7 @@ pub async fn as_user(
     state: &AppState,
     rest: &RestClient,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.cfg.server.max_proxy_body_bytes).await?;
+    let body = super::body::read(payload, state.proxy_body_limits()).await?;
     let entry = ensure_login(state, rest, username, None, false).await?;
     let mut resp = forward(rest, req, path, &entry.credentials(), &body).await?;
     if resp.status == StatusCode::UNAUTHORIZED {
@@ -207,7 +194,7 @@ pub async fn admin_call(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let path = route_path(&req)?;
-    let body = read_body(payload, state.cfg.server.max_proxy_body_bytes).await?;
+    let body = super::body::read(payload, state.proxy_body_limits()).await?;
     let creds = state.admin.send(GetCredentials).await.map_err(mailbox)??;
     let mut resp = forward(&rest, &req, &path, &creds, &body).await?;
     if resp.status == StatusCode::UNAUTHORIZED {
