@@ -1,13 +1,16 @@
 //! The admin agent: logs in to Rocket.Chat as the configured admin at
 //! start-up (retrying with backoff while Rocket.Chat is unreachable; the
 //! daemon is not ready until it succeeds), hands out the credentials,
-//! re-logs in when a call finds them dead, and logs out at shutdown.
+//! re-logs in when a call finds them dead, and logs out at shutdown. Every
+//! `rocketchat.health_interval` it probes Rocket.Chat (REST as the admin,
+//! and a DDP round trip) and keeps the daemon's readiness to match.
 
 use crate::config::Config;
+use crate::readiness::Readiness;
+use crate::rocketchat::probe::{probe, ProbeError};
 use crate::rocketchat::rest::RestClient;
 use crate::rocketchat::{Credentials, RcError};
 use actix::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -20,13 +23,14 @@ pub struct AdminAgent {
     logging_in: bool,
     attempt: u32,
     waiters: Vec<oneshot::Sender<Result<Credentials, RcError>>>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     stopped: bool,
+    probing: bool,
 }
 
 impl AdminAgent {
-    /// An agent that flips `ready` once logged in.
-    pub fn new(cfg: Arc<Config>, ready: Arc<AtomicBool>) -> Self {
+    /// An agent that keeps `ready` up to date.
+    pub fn new(cfg: Arc<Config>, ready: Arc<Readiness>) -> Self {
         AdminAgent {
             cfg,
             rest: None,
@@ -36,7 +40,53 @@ impl AdminAgent {
             waiters: vec![],
             ready,
             stopped: false,
+            probing: false,
         }
+    }
+
+    /// One probe of Rocket.Chat, unless one is running or there is no
+    /// admin token (a login is then under way and decides readiness).
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        let Some(creds) = self.creds.clone() else {
+            return;
+        };
+        if self.probing || self.stopped {
+            return;
+        }
+        self.probing = true;
+        let rc = &self.cfg.rocketchat;
+        let (ws_url, timeout) = (rc.ws_url.clone(), rc.request_timeout);
+        let rest = RestClient::new(&rc.url, rc.request_timeout);
+        let fut = async move { probe(&rest, &creds, &ws_url, timeout).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.probing = false;
+            if act.stopped {
+                return;
+            }
+            match res {
+                Ok(()) => {
+                    if !act.ready.is_ready() {
+                        log::info!("Rocket.Chat answers again: ready");
+                    }
+                    act.ready.set_ready();
+                }
+                Err(ProbeError::AdminToken) => {
+                    log::info!(
+                        "admin agent: the probe found the admin token dead; logging in again"
+                    );
+                    act.ready.set_not_ready(
+                        "logging in to Rocket.Chat as the admin again (its token was refused)",
+                    );
+                    act.creds = None;
+                    act.login(ctx);
+                }
+                Err(e) => {
+                    if act.ready.set_not_ready(format!("{e}")) {
+                        log::warn!("not ready: {e}");
+                    }
+                }
+            }
+        }));
     }
 
     fn login(&mut self, ctx: &mut Context<Self>) {
@@ -61,13 +111,14 @@ impl AdminAgent {
                     );
                     act.attempt = 0;
                     act.creds = Some(creds.clone());
-                    act.ready.store(true, Ordering::Relaxed);
+                    act.ready.set_ready();
                     for w in act.waiters.drain(..) {
                         let _ = w.send(Ok(creds.clone()));
                     }
                 }
                 Err(e) => {
-                    act.ready.store(false, Ordering::Relaxed);
+                    act.ready
+                        .set_not_ready(format!("not logged in to Rocket.Chat as the admin: {e}"));
                     for w in act.waiters.drain(..) {
                         let _ = w.send(Err(e.clone()));
                     }
@@ -101,6 +152,9 @@ impl Actor for AdminAgent {
             self.cfg.rocketchat.request_timeout,
         ));
         self.login(ctx);
+        ctx.run_interval(self.cfg.rocketchat.health_interval, |act, ctx| {
+            act.probe(ctx)
+        });
     }
 }
 
@@ -156,7 +210,7 @@ impl Handler<Logout> for AdminAgent {
 
     fn handle(&mut self, _: Logout, _: &mut Self::Context) -> Self::Result {
         self.stopped = true;
-        self.ready.store(false, Ordering::Relaxed);
+        self.ready.stop();
         let creds = self.creds.take();
         let rest = self.rest.take();
         Box::pin(

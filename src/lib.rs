@@ -35,6 +35,7 @@ pub mod fragments;
 pub mod http;
 pub mod jwt;
 pub mod passwords;
+pub mod readiness;
 pub mod registry;
 pub mod rocketchat;
 pub mod session;
@@ -53,7 +54,6 @@ use config::Config;
 use registry::Registries;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ pub struct Daemon {
     server: ServerHandle,
     registry: Registries,
     admin: Addr<AdminAgent>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<readiness::Readiness>,
     cfg: Arc<Config>,
     cache: Arc<TokenCache>,
     admission: Arc<http::admission::Admission>,
@@ -114,7 +114,7 @@ impl Daemon {
         let addr = listener.local_addr()?;
         let cfg = Arc::new(cfg);
         let cache = Arc::new(TokenCache::new(cfg.session.idle_ttl));
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(readiness::Readiness::default());
         let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&cache));
         let fds = http::admission::descriptor_limit();
         let admission = Arc::new(http::admission::Admission::new(
@@ -256,7 +256,7 @@ impl Daemon {
 
     /// The admin agent is logged in.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.is_ready()
     }
 
     /// TCP connections open now (every kind).
@@ -275,7 +275,7 @@ impl Daemon {
     pub async fn shutdown(self) {
         let budget = self.cfg.server.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + budget;
-        self.ready.store(false, Ordering::Relaxed);
+        self.ready.stop();
         let clients = self.registry.shutdown().await;
         log::info!("shutting down: {clients} clients told, sessions closing");
         if tokio::time::timeout_at(deadline, self.admin.send(admin::Logout))

@@ -377,7 +377,7 @@ impl UserSession {
                     self.id
                 )
             }
-            ServerMsg::Other => {}
+            ServerMsg::Pong | ServerMsg::Other => {}
         }
     }
 

@@ -13,7 +13,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -105,12 +104,13 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the admin agent is logged in.
+/// `GET /readyz`: 200 while imrelay can serve (logged in to Rocket.Chat as
+/// the admin, and its last probe of REST and DDP answered), else 503 with
+/// the reason.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        HttpResponse::Ok().json(json!({"ready": true}))
-    } else {
-        HttpResponse::ServiceUnavailable().json(json!({"ready": false, "reason": "not logged in to Rocket.Chat as the admin (yet), or shutting down"}))
+    match state.ready.check() {
+        Ok(()) => HttpResponse::Ok().json(json!({"ready": true})),
+        Err(why) => HttpResponse::ServiceUnavailable().json(json!({"ready": false, "reason": why})),
     }
 }
 
@@ -165,22 +165,7 @@ pub async fn put_user(
     let existing = with_admin(&state, async |a| rest.user_info(a, pw, &username).await).await?;
     match existing {
         None => {
-            let Some(email) = body.email.filter(|e| e.contains('@')) else {
-                return Err(ApiError::bad_request(
-                    "missing_email",
-                    "creating a Rocket.Chat user needs an email address",
-                ));
-            };
-            let password = password_for(&state.cfg.users, &username, body.password.as_deref());
-            // verified:false: a verified email would opt the user in to email
-            // two-factor, and every password login would then fail.
-            let create = json!({
-                "username": username, "name": body.name.unwrap_or_else(|| username.clone()), "email": email,
-                "password": password, "verified": false, "joinDefaultChannels": true,
-                "requirePasswordChange": false, "sendWelcomeEmail": false,
-            });
-            let user = with_admin(&state, async |a| rest.create_user(a, pw, &create).await).await?;
-            log::info!("user={username} created in Rocket.Chat");
+            let user = create_user(&state, &rest, &username, body).await?;
             Ok(HttpResponse::Created()
                 .json(json!({"username": username, "rc_user_id": user["_id"], "created": true})))
         }
@@ -207,6 +192,33 @@ pub async fn put_user(
                 .json(json!({"username": username, "rc_user_id": uid, "created": false})))
         }
     }
+}
+
+/// Creates the Rocket.Chat user from a `PUT /users` body (`email` required).
+async fn create_user(
+    state: &AppState,
+    rest: &RestClient,
+    username: &str,
+    body: PutUser,
+) -> Result<Value, ApiError> {
+    let Some(email) = body.email.filter(|e| e.contains('@')) else {
+        return Err(ApiError::bad_request(
+            "missing_email",
+            "creating a Rocket.Chat user needs an email address",
+        ));
+    };
+    let pw = state.cfg.rocketchat.admin_password.expose();
+    let password = password_for(&state.cfg.users, username, body.password.as_deref());
+    // verified:false: a verified email would opt the user in to email
+    // two-factor, and every password login would then fail.
+    let create = json!({
+        "username": username, "name": body.name.unwrap_or_else(|| username.to_string()), "email": email,
+        "password": password, "verified": false, "joinDefaultChannels": true,
+        "requirePasswordChange": false, "sendWelcomeEmail": false,
+    });
+    let user = with_admin(state, async |a| rest.create_user(a, pw, &create).await).await?;
+    log::info!("user={username} created in Rocket.Chat");
+    Ok(user)
 }
 
 fn iso(t: std::time::SystemTime) -> String {
@@ -308,6 +320,10 @@ pub struct LoginBody {
     /// Make a fresh Rocket.Chat login even if a live token exists.
     #[serde(default)]
     renew: bool,
+    /// Re-create the user with these if Rocket.Chat no longer knows it
+    /// (its data was lost): `PUT /users`' fields.
+    email: Option<String>,
+    name: Option<String>,
 }
 
 async fn rest_login(
@@ -397,14 +413,39 @@ pub async fn login(
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
     let body: LoginBody = super::body::json(&req, payload, state.body_limits(), true).await?;
-    let entry = ensure_login(
-        &state,
-        &rest,
-        &username,
-        body.password.as_deref(),
-        body.renew,
-    )
-    .await?;
+    if !body.renew && state.cache.live(&username).is_some() {
+        // A cached token would answer 200 with Rocket.Chat down.
+        if let Err(why) = state.ready.check() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("imrelay cannot reach Rocket.Chat now ({why}); the session is kept and reconnects by itself; retry the login later"),
+            ));
+        }
+    }
+    let password = body.password.as_deref();
+    let entry = match ensure_login(&state, &rest, &username, password, body.renew).await {
+        Err(e) if e.code == "user_not_found" && body.email.is_some() => {
+            // Rocket.Chat lost the user (a restore without its data): sync it
+            // again from the login's own fields, then log in.
+            log::warn!("user={username} unknown to Rocket.Chat at login; re-creating it from the login body");
+            let again = PutUser {
+                name: body.name.clone(),
+                email: body.email.clone(),
+                password: body.password.clone(),
+            };
+            create_user(&state, &rest, &username, again).await?;
+            ensure_login(&state, &rest, &username, password, body.renew).await?
+        }
+        Err(e) if e.code == "user_not_found" => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                format!("Rocket.Chat has no user {username}: sync it with PUT /api/v1/users/{username}, or pass \"email\" (and \"name\") in the login body to re-create it"),
+            ))
+        }
+        other => other?,
+    };
     let mut out = json!({
         "username": username,
         "rc_user_id": entry.rc_user_id,

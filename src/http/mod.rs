@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::registry::Registries;
 use actix::Addr;
 use actix_web::web;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// What every handler shares (all `Send + Sync`).
@@ -28,8 +27,8 @@ pub struct AppState {
     pub registry: Registries,
     /// The admin agent.
     pub admin: Addr<AdminAgent>,
-    /// The admin agent is logged in and we are not stopping.
-    pub ready: Arc<AtomicBool>,
+    /// Whether imrelay can serve, and why not.
+    pub ready: Arc<crate::readiness::Readiness>,
     /// The REST login throttle shared by all workers.
     pub login_gate: Arc<backend::LoginGate>,
     /// Negotiated SignalR connections.

@@ -43,7 +43,9 @@ pub enum ServerMsg<'a> {
     },
     /// `error`: the server could not parse or accept a frame.
     Error(String),
-    /// Anything else (`pong`, `updated`, `added`, `removed`, `server_id`).
+    /// `pong`.
+    Pong,
+    /// Anything else (`updated`, `added`, `removed`, `server_id`).
     Other,
 }
 
@@ -138,6 +140,7 @@ fn interpret<'a, F>(
             error: value(f.error),
         },
         Some("error") => ServerMsg::Error(f.reason.unwrap_or_default()),
+        Some("pong") => ServerMsg::Pong,
         _ => ServerMsg::Other,
     })
 }

@@ -3,6 +3,7 @@
 //! could be added as a sibling module.
 
 pub mod ddp;
+pub mod probe;
 pub mod rest;
 
 use serde_json::value::RawValue;

@@ -229,6 +229,12 @@ impl RestClient {
             .ok_or_else(|| RcError::Server("login answer without data.userId/authToken".into()))
     }
 
+    /// `GET /api/v1/me`: the token's own user.
+    pub async fn me(&self, creds: &Credentials) -> Result<Value, RcError> {
+        self.json(Method::GET, "/api/v1/me", Some(creds), &[], None)
+            .await
+    }
+
     /// `POST /api/v1/logout`: removes that token only.
     pub async fn logout(&self, creds: &Credentials) -> Result<(), RcError> {
         match self
