@@ -328,3 +328,78 @@ async fn shutdown_sends_close_with_allow_reconnect() {
         json!({"type": 7, "error": "Server is shutting down.", "allowReconnect": true})
     );
 }
+
+#[actix_rt::test]
+async fn by_default_only_pages_from_imrelay_itself_may_connect() {
+    let env = start(Settings::default(), |_| {}).await;
+    env.sync("alice").await;
+    let token = env.login_token("alice").await;
+    let same = env.url.clone();
+    let (s, _, h) = negotiate(&env, "?negotiateVersion=1", Some(&token), Some(&same)).await;
+    assert_eq!(s, 200);
+    assert_eq!(h.get("access-control-allow-origin").unwrap(), same.as_str());
+    let (s, _, h) = negotiate(
+        &env,
+        "?negotiateVersion=1",
+        Some(&token),
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(
+        s, 403,
+        "no origins configured: cross-origin pages are refused"
+    );
+    assert!(h.get("access-control-allow-origin").is_none());
+    let ws = |origin: &'static str| {
+        let url = format!("{}/ws?token={token}", env.url.replacen("http", "ws", 1));
+        async move {
+            match awc::Client::new().ws(url).origin(origin).connect().await {
+                Ok(_) => 101,
+                Err(awc::error::WsClientError::InvalidResponseStatus(s)) => s.as_u16(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(ws("https://evil.example").await, 403);
+
+    // "*" is the explicit way to allow any origin.
+    let any = start(Settings::default(), |c| {
+        c.server.allowed_origins = imrelay::config::Origins::Any
+    })
+    .await;
+    any.sync("alice").await;
+    let token = any.login_token("alice").await;
+    let (s, _, h) = negotiate(
+        &any,
+        "?negotiateVersion=1",
+        Some(&token),
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        h.get("access-control-allow-origin").unwrap(),
+        "https://evil.example"
+    );
+}
+
+#[actix_rt::test]
+async fn a_connection_negotiated_before_a_logout_does_not_upgrade_after_it() {
+    let env = start(Settings::default(), |_| {}).await;
+    env.sync("alice").await;
+    let token = env.login_token("alice").await;
+    let (_, v1, _) = negotiate(&env, "?negotiateVersion=1", Some(&token), None).await;
+    let id = v1["connectionToken"].as_str().unwrap().to_string();
+    assert_eq!(
+        env.api("POST", "/users/alice/logout", None).await.status,
+        204
+    );
+    let (status, body) = common::raw::http(
+        &env.url,
+        &format!("GET /signalr?id={id} HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"logged_out\""), "{body}");
+}

@@ -277,6 +277,7 @@ pub async fn delete_user(
         })
         .await
         .map_err(mailbox)?;
+    state.signalr.end_user(&username, EndReason::Deleted);
     with_admin(&state, async |a| rest.delete_user(a, pw, &uid).await).await?;
     log::info!("user={username} deleted from Rocket.Chat");
     Ok(HttpResponse::NoContent().finish())
@@ -494,6 +495,7 @@ pub async fn logout(
         })
         .await
         .map_err(mailbox)?;
+    state.signalr.end_user(&username, EndReason::LoggedOut);
     if let Some(e) = entry {
         rest.logout(&e.credentials()).await?;
         log::info!("user={username} logged out");

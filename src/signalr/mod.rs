@@ -10,6 +10,7 @@ use crate::client_auth;
 use crate::http::errors::ApiError;
 use crate::http::AppState;
 use crate::rocketchat::rest::RestClient;
+use crate::session::EndReason;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -28,6 +29,8 @@ struct Pending {
     username: String,
     created: Instant,
     used: bool,
+    /// The user's session ended after the negotiate (logout, delete).
+    ended: Option<EndReason>,
 }
 
 /// How often stale connection tokens are swept out.
@@ -54,6 +57,18 @@ impl Connections {
             *last = Some(Instant::now());
         }
         self.pending.retain(|_, p| p.created.elapsed() < TOKEN_TTL);
+    }
+}
+
+impl Connections {
+    /// The user's session ended: connection ids negotiated before no longer
+    /// upgrade, and say why.
+    pub fn end_user(&self, username: &str, reason: EndReason) {
+        for mut p in self.pending.iter_mut() {
+            if p.username == username {
+                p.ended = Some(reason);
+            }
+        }
     }
 }
 
@@ -140,6 +155,7 @@ pub async fn negotiate(
             username,
             created: Instant::now(),
             used: false,
+            ended: None,
         },
     );
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]);
@@ -175,6 +191,17 @@ pub async fn connect(
                 )
                 .into());
             };
+            if let Some(reason) = p.ended {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    reason.as_str(),
+                    format!(
+                        "the session ended ({}) after this connection was negotiated; log in again",
+                        reason.as_str()
+                    ),
+                )
+                .into());
+            }
             if p.used {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
