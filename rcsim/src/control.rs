@@ -134,6 +134,32 @@ async fn handle(
             sim.tokens_removed(&removed, None);
             HttpResponse::Ok().json(json!({"removed": removed.len()}))
         }
+        "frame" => {
+            // {"username", "text"} pushes one raw text frame (any bytes, so
+            // malformed JSON too); {"username", "oversize": n} a valid event
+            // padded to n bytes; {"username", "fragments": n} one split in n.
+            let Some(u) = uid(&sim, username) else {
+                return HttpResponse::NotFound().json(json!({"error": "no such user"}));
+            };
+            let frame = if let Some(t) = b.get("text").and_then(Value::as_str) {
+                crate::RawFrame::Text(t.to_string())
+            } else if let Some(n) = b.get("oversize").and_then(Value::as_u64) {
+                crate::RawFrame::Oversize(n as usize)
+            } else if let Some(n) = b.get("fragments").and_then(Value::as_u64) {
+                crate::RawFrame::Fragmented(n as usize)
+            } else {
+                return HttpResponse::BadRequest()
+                    .json(json!({"error": "one of text, oversize or fragments is required"}));
+            };
+            HttpResponse::Ok().json(json!({"sockets": crate::push_frame(&sim, &u, frame)}))
+        }
+        "logout" => {
+            let Some(u) = uid(&sim, username) else {
+                return HttpResponse::NotFound().json(json!({"error": "no such user"}));
+            };
+            crate::force_logout(&sim, &u);
+            HttpResponse::Ok().json(json!({}))
+        }
         "post" => {
             let (Some(u), Some(rid), Some(text)) = (
                 uid(&sim, b.get("from").and_then(Value::as_str)),

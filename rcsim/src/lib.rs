@@ -390,15 +390,9 @@ impl Rcsim {
     /// Emits `<uid>/force_logout` to the user's subscribers (device
     /// management's `sessions/logout`), and removes their tokens like it does.
     pub fn force_logout(&self, username: &str) {
-        let Some(uid) = self.user_id(username) else {
-            return;
-        };
-        self.sim.emit(vec![store::user_event(
-            &uid,
-            "force_logout",
-            Value::Array(vec![]),
-        )]);
-        self.remove_tokens(username);
+        if let Some(uid) = self.user_id(username) {
+            force_logout(&self.sim, &uid);
+        }
     }
 
     // ---- counters ----------------------------------------------------
@@ -531,34 +525,8 @@ impl Rcsim {
 
     /// Pushes a raw frame at a user's DDP sockets; returns how many got it.
     pub fn send_frame(&self, username: &str, frame: RawFrame) -> usize {
-        let uid = self.user_id(username).unwrap_or_default();
-        let make = move || match &frame {
-            RawFrame::Text(t) => Out::Text(t.clone().into()),
-            RawFrame::Oversize(n) => Out::Text(hub::changed_frame(
-                "stream-notify-user",
-                &format!("{uid}/message"),
-                &padded(*n),
-            )),
-            RawFrame::Fragmented(parts) => {
-                let text = hub::changed_frame(
-                    "stream-notify-user",
-                    &format!("{uid}/message"),
-                    &padded(64),
-                )
-                .to_string();
-                let step = text.len().div_ceil((*parts).max(2));
-                let chunks = text
-                    .as_bytes()
-                    .chunks(step)
-                    .map(|c| String::from_utf8_lossy(c).into_owned())
-                    .collect();
-                Out::Fragments(chunks)
-            }
-        };
-        let target = self.user_id(username);
-        self.sim
-            .hub
-            .signal(|user, _| user.is_some() && user == target.as_deref(), make)
+        self.user_id(username)
+            .map_or(0, |uid| push_frame(&self.sim, &uid, frame))
     }
 
     /// A Rocket.Chat restart: every socket dropped, the port closed for
@@ -596,6 +564,42 @@ impl Drop for Rcsim {
 }
 
 /// A `stream-notify-user` `message` payload padded with text to `bytes`.
+/// Pushes `frame` at the DDP sockets logged in as `uid` (the library API and `/_sim/frame`).
+pub(crate) fn push_frame(sim: &Sim, uid: &str, frame: RawFrame) -> usize {
+    let event = format!("{uid}/message");
+    let make = move || match &frame {
+        RawFrame::Text(t) => Out::Text(t.clone().into()),
+        RawFrame::Oversize(n) => Out::Text(hub::changed_frame(
+            "stream-notify-user",
+            &event,
+            &padded(*n),
+        )),
+        RawFrame::Fragmented(parts) => {
+            let text = hub::changed_frame("stream-notify-user", &event, &padded(64)).to_string();
+            let step = text.len().div_ceil((*parts).max(2));
+            let chunks = text
+                .as_bytes()
+                .chunks(step)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            Out::Fragments(chunks)
+        }
+    };
+    sim.hub.signal(|user, _| user == Some(uid), make)
+}
+
+/// Emits `<uid>/force_logout` and removes the user's tokens, as device
+/// management's `sessions/logout` does (the library API and `/_sim/logout`).
+pub(crate) fn force_logout(sim: &Sim, uid: &str) {
+    sim.emit(vec![store::user_event(
+        uid,
+        "force_logout",
+        Value::Array(vec![]),
+    )]);
+    let removed = sim.store.lock().remove_user_tokens(uid);
+    sim.tokens_removed(&removed, None);
+}
+
 fn padded(bytes: usize) -> String {
     serde_json::json!([{"_id": "padding", "msg": "x".repeat(bytes)}]).to_string()
 }

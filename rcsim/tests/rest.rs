@@ -721,6 +721,26 @@ async fn control_api_needs_the_secret_and_drives_faults() {
         alice.get("me").await.body,
         json!({"success": false, "error": "Service Unavailable"})
     );
+    // Raw frames and a forced logout, as the README lists them.
+    let mut d = common::Ddp::connected(&s).await;
+    let token = made["users"][1]["token"].as_str().unwrap().to_string();
+    d.call("login", json!([{"resume": token}])).await;
+    let (st, pushed) = call(
+        "frame",
+        json!({"username": "load1", "text": "{\"msg\":\"custom\"}"}),
+    )
+    .await;
+    assert_eq!((st, &pushed["sockets"]), (200, &json!(1)));
+    d.until(|v| v["msg"] == "custom").await;
+    let (_, pushed) = call("frame", json!({"username": "load1", "oversize": 2048})).await;
+    assert_eq!(pushed["sockets"], 1);
+    let big = d.until(|v| v["msg"] == "changed").await;
+    assert!(big.to_string().len() >= 2048);
+    let (st, _) = call("frame", json!({"username": "load1"})).await;
+    assert_eq!(st, 400, "what to push is required");
+    let (st, _) = call("logout", json!({"username": "load1"})).await;
+    assert_eq!(st, 200);
+    assert_eq!(d.until_closed().await.0, Some(1000), "its tokens are gone");
     let (st, _) = call("nope", json!({})).await;
     assert_eq!(st, 404);
 }
