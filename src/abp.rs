@@ -53,3 +53,19 @@ mod tests {
         assert!(decrypt("%%%", "x").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any `enc_auth_token`: an error or text, never a panic; what was
+        /// encrypted comes back.
+        #[test]
+        fn tokens_decrypt_or_fail_cleanly(raw in "[A-Za-z0-9+/=]{0,90}", plain in "\\PC{0,40}") {
+            let _ = decrypt(&raw, "pass");
+            prop_assert_eq!(decrypt(&encrypt(&plain, "pass"), "pass").unwrap(), plain);
+        }
+    }
+}

@@ -75,14 +75,17 @@ impl ClientSocket {
     }
 
     fn on_text(&mut self, text: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
-        match serde_json::from_slice::<Value>(text) {
-            Ok(v) if v.get("type").and_then(Value::as_str) == Some("ping") => ctx.text(r#"{"type":"pong"}"#),
-            Ok(v) => ctx.text(
-                json!({"type": "error", "message": format!("unknown message type {}; clients send only {{\"type\":\"ping\"}}", v.get("type").unwrap_or(&Value::Null))})
-                    .to_string(),
-            ),
-            Err(e) => ctx.text(json!({"type": "error", "message": format!("not JSON: {e}")}).to_string()),
-        }
+        ctx.text(reply(text));
+    }
+}
+
+/// The answer to a client's text message: a pong, or an error saying why.
+fn reply(text: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(text) {
+        Ok(v) if v.get("type").and_then(Value::as_str) == Some("ping") => r#"{"type":"pong"}"#.into(),
+        Ok(v) => json!({"type": "error", "message": format!("unknown message type {}; clients send only {{\"type\":\"ping\"}}", v.get("type").unwrap_or(&Value::Null))})
+            .to_string(),
+        Err(e) => json!({"type": "error", "message": format!("not JSON: {e}")}).to_string(),
     }
 }
 
@@ -205,6 +208,27 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ClientSocket {
                 );
                 let (code, reason) = (frames::close_code(&e), frames::close_reason(&e));
                 Self::close(ctx, code, &reason);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::reply;
+    use crate::testing::json_ish;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    proptest! {
+        /// Whatever a client sends, the answer is one JSON frame: a pong
+        /// for a ping, an error for anything else.
+        #[test]
+        fn every_client_message_gets_a_json_answer(bytes in proptest::collection::vec(any::<u8>(), 0..300), text in json_ish()) {
+            for input in [bytes.as_slice(), text.as_bytes()] {
+                let v: Value = serde_json::from_str(&reply(input)).expect("JSON");
+                let ping = serde_json::from_slice::<Value>(input).ok().and_then(|v| v.get("type").cloned()) == Some("ping".into());
+                prop_assert_eq!(v["type"].as_str(), Some(if ping { "pong" } else { "error" }));
             }
         }
     }

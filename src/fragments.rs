@@ -91,3 +91,29 @@ mod tests {
         assert!(matches!(r.last(b"!", 10), Fragment::Violation(_)));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any sequence of fragments: never more than the cap buffered, and
+        /// a completed message is never over it.
+        #[test]
+        fn fragments_stay_under_the_cap(ops in proptest::collection::vec((0u8..3, proptest::collection::vec(any::<u8>(), 0..40)), 0..20)) {
+            let mut r = Reassembler::default();
+            for (op, data) in ops {
+                let out = match op {
+                    0 => r.first(&data, 64),
+                    1 => r.more(&data, 64),
+                    _ => r.last(&data, 64),
+                };
+                if let Fragment::Complete(m) = out {
+                    prop_assert!(m.len() <= 64);
+                }
+                prop_assert!(r.buf.len() <= 64);
+            }
+        }
+    }
+}

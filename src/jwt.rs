@@ -157,3 +157,52 @@ mod tests {
         assert!(verify(&none, &cfg(), 1000).unwrap_err().contains("HS256"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::config::Secret;
+    use crate::testing::json_value;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn cfg() -> JwtConfig {
+        JwtConfig {
+            secret: Secret::new("k"),
+            issuer: None,
+            audience: None,
+            username_claim: "sub".into(),
+        }
+    }
+
+    proptest! {
+        /// Any token text: an error, never a panic; and only a token signed
+        /// with the secret ever passes.
+        #[test]
+        fn arbitrary_tokens_are_refused(parts in proptest::collection::vec("[A-Za-z0-9_=+/-]{0,40}", 0..5), raw in "\\PC{0,80}") {
+            prop_assert!(verify(&parts.join("."), &cfg(), 1000).is_err());
+            prop_assert!(verify(&raw, &cfg(), 1000).is_err());
+        }
+
+        /// Signed tokens with any claims pass exactly when `exp` is a
+        /// future number and the username claim a string.
+        #[test]
+        fn signed_claims_pass_only_when_complete(claims in json_value(), sub in json_value(), exp in prop_oneof![any::<u64>().prop_map(|n| json!(n)), json_value()]) {
+            let mut c = match claims {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            };
+            c.insert("sub".into(), sub.clone());
+            c.insert("exp".into(), exp.clone());
+            c.remove("nbf");
+            let token = sign(&serde_json::Value::Object(c), "k");
+            let ok = exp.as_u64().is_some_and(|e| e > 1000) && sub.is_string();
+            prop_assert_eq!(verify(&token, &cfg(), 1000).is_ok(), ok);
+            // One flipped signature byte and it never passes.
+            let mut forged = token.into_bytes();
+            let last = forged.len() - 2;
+            forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+            prop_assert!(verify(&String::from_utf8(forged).unwrap(), &cfg(), 1000).is_err());
+        }
+    }
+}

@@ -40,6 +40,8 @@ pub mod registry;
 pub mod rocketchat;
 pub mod session;
 pub mod signalr;
+#[cfg(test)]
+mod testing;
 pub mod timers;
 pub mod username;
 

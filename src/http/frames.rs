@@ -89,7 +89,7 @@ impl Decoder {
 
     /// The next message, `None` until a whole frame is in; an error ends
     /// the stream (a frame over the limit is refused from its header).
-    pub fn next(&mut self) -> Option<Result<Message, ProtocolError>> {
+    pub fn decode(&mut self) -> Option<Result<Message, ProtocolError>> {
         if declared_len(&self.buf).is_some_and(|n| n > self.max as u64) {
             return Some(Err(ProtocolError::Overflow));
         }
@@ -157,7 +157,7 @@ impl futures_util::Stream for Frames {
             return Poll::Ready(None);
         }
         loop {
-            match this.decoder.next() {
+            match this.decoder.decode() {
                 Some(Err(e)) => return this.end(Some(Err(e))),
                 Some(ok) => return Poll::Ready(Some(ok)),
                 None if !this.decoder.wants_more() => {
@@ -209,7 +209,7 @@ mod tests {
         let mut d = Decoder::new(max);
         let (mut out, mut most, mut at) = (vec![], 0, 0);
         loop {
-            match d.next() {
+            match d.decode() {
                 Some(Err(e)) => {
                     out.push(Err(e.to_string()));
                     break;
@@ -237,9 +237,9 @@ mod tests {
         header.extend_from_slice(&(1u64 << 30).to_be_bytes());
         let mut d = Decoder::new(64 << 10);
         d.push(&header[..6]);
-        assert!(d.next().is_none(), "the length is not in yet");
+        assert!(d.decode().is_none(), "the length is not in yet");
         d.push(&header[6..]);
-        assert!(matches!(d.next(), Some(Err(ProtocolError::Overflow))));
+        assert!(matches!(d.decode(), Some(Err(ProtocolError::Overflow))));
         assert_eq!(close_code(&ProtocolError::Overflow), CloseCode::Size);
     }
 
@@ -255,8 +255,8 @@ mod tests {
         }
         let mut d = Decoder::new(1024);
         d.push(&bytes);
-        d.next();
-        d.next();
+        d.decode();
+        d.decode();
         assert_eq!(d.buf.capacity(), 0, "no buffer is kept once idle");
     }
 
@@ -264,15 +264,16 @@ mod tests {
     fn unmasked_and_bad_utf8_frames_are_protocol_errors() {
         let mut d = Decoder::new(1024);
         d.push(&[0x81, 0x02, b'h', b'i']);
-        assert!(matches!(d.next(), Some(Err(ProtocolError::UnmaskedFrame))));
+        assert!(matches!(
+            d.decode(),
+            Some(Err(ProtocolError::UnmaskedFrame))
+        ));
         let mut d = Decoder::new(1024);
         d.push(&frame(0x1, true, &[0xff, 0xfe], [0, 0, 0, 0]));
-        assert!(matches!(d.next(), Some(Err(ProtocolError::Io(_)))));
+        assert!(matches!(d.decode(), Some(Err(ProtocolError::Io(_)))));
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
-
         /// Whatever a client sends, decoding never panics and never holds
         /// more than one frame of the limit, its header and one read.
         #[test]

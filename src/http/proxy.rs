@@ -205,6 +205,28 @@ pub async fn admin_call(
 }
 
 #[cfg(test)]
+mod fuzz {
+    use super::upstream_path;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the caller puts in the path, what goes upstream stays
+        /// under /api/v1/ through any hop that decodes and normalises it.
+        #[test]
+        fn upstream_paths_never_leave_api_v1(raw in "([a-z.]{0,6}|%2[fFeE]|%5[cC]|%3[fF]|%23|%00|%25|/|\\.\\.?|\\PC){0,14}") {
+            if let Ok(path) = upstream_path(&raw) {
+                prop_assert!(path.starts_with("/api/v1/"));
+                let decoded = percent_encoding::percent_decode_str(&path).decode_utf8_lossy().into_owned();
+                for segment in decoded.trim_start_matches("/api/v1/").split('/') {
+                    prop_assert!(!segment.is_empty() && segment != "." && segment != "..", "{path}");
+                    prop_assert!(!segment.contains(['?', '#', '\\', '\0']), "{path}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

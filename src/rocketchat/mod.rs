@@ -196,6 +196,66 @@ pub const USER_EVENTS: [&str; 5] = [
 ];
 
 #[cfg(test)]
+mod fuzz {
+    use super::ddp::{parse, ServerMsg};
+    use super::{map_event, Mapped};
+    use crate::testing::{json_ish, json_value};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn event_data(frame: &[u8]) -> Option<String> {
+        match parse(frame) {
+            Ok(ServerMsg::Changed {
+                collection,
+                event_name,
+                args,
+            }) => match map_event(&collection, &event_name, &args) {
+                Mapped::Event(e) => Some(e.data),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    proptest! {
+        /// Whatever Rocket.Chat sends, parsing and mapping never panic.
+        #[test]
+        fn any_frame_from_rocket_chat_is_handled(bytes in proptest::collection::vec(any::<u8>(), 0..600), text in json_ish()) {
+            let _ = event_data(&bytes);
+            let _ = event_data(text.as_bytes());
+        }
+
+        /// A `changed` frame of any content maps to an event whose data is
+        /// valid JSON: clients never get a broken frame.
+        #[test]
+        fn mapped_events_are_valid_json(
+            collection in prop_oneof![Just("stream-room-messages"), Just("stream-notify-user"), Just("other")],
+            event in prop_oneof![
+                Just("__my_messages__".to_string()),
+                Just("u1/subscriptions-changed".to_string()),
+                Just("u1/rooms-changed".to_string()),
+                Just("u1/notification".to_string()),
+                Just("u1/message".to_string()),
+                Just("u1/force_logout".to_string()),
+                "\\PC{0,20}",
+            ],
+            args in proptest::collection::vec(json_value(), 0..4),
+            participant in any::<bool>(),
+        ) {
+            let mut args = args;
+            if collection == "stream-room-messages" {
+                args.resize(2, json!(null));
+                args[1] = json!({"roomParticipant": participant});
+            }
+            let frame = json!({"msg": "changed", "collection": collection, "id": "id", "fields": {"eventName": event, "args": args}});
+            if let Some(data) = event_data(frame.to_string().as_bytes()) {
+                prop_assert!(serde_json::from_str::<serde_json::Value>(&data).is_ok(), "{data}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{json, Value};

@@ -114,6 +114,27 @@ pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     }
 }
 
+/// The negotiate version a query asks for, clamped to the highest we speak
+/// (1); an error in ASP.NET's words otherwise.
+pub fn negotiate_version(query: &str) -> Result<i64, String> {
+    let query = web::Query::<HashMap<String, String>>::from_query(query)
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    match query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("negotiateVersion"))
+    {
+        None => Ok(0),
+        Some((_, v)) => match v.parse::<i64>() {
+            Ok(v) if v >= 0 => Ok(v.min(1)),
+            Ok(v) => Err(format!(
+                "The client requested version '{v}', but the server does not support this version."
+            )),
+            Err(_) => Err("The client requested a non-integer protocol version.".into()),
+        },
+    }
+}
+
 /// `POST {hub}/negotiate`.
 pub async fn negotiate(
     req: HttpRequest,
@@ -125,16 +146,9 @@ pub async fn negotiate(
         return HttpResponse::Forbidden()
             .json(json!({"error": "origin not allowed: add it to server.allowed_origins"}));
     }
-    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .unwrap_or_default();
-    let version = match query.iter().find(|(k, _)| k.eq_ignore_ascii_case("negotiateVersion")) {
-        None => 0,
-        Some((_, v)) => match v.parse::<i64>() {
-            Ok(v) if v >= 0 => v.min(1),
-            Ok(v) => return r.json(json!({"error": format!("The client requested version '{v}', but the server does not support this version.")})),
-            Err(_) => return r.json(json!({"error": "The client requested a non-integer protocol version."})),
-        },
+    let version = match negotiate_version(req.query_string()) {
+        Ok(v) => v,
+        Err(e) => return r.json(json!({ "error": e })),
     };
     // An error in the body (status 200) is what makes the official client's
     // start() reject with our text rather than a bare status code.
@@ -233,4 +247,21 @@ pub async fn connect(
     let limits = crate::http::clients::limits(&state, &username);
     let actor = SignalRSocket::new(username, shard.addr.clone(), state.cfg.client.queue_limit);
     crate::http::upgrade::accept(&req, actor, limits, &shard.arbiter)
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::negotiate_version;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any query: version 0 or 1, or an error; never a panic.
+        #[test]
+        fn negotiate_queries(query in "(negotiateVersion|negotiateversion|x|id|%[0-9a-fA-F]{0,2}|[=&+;]|-?[0-9]{1,25}|\\PC){0,12}") {
+            match negotiate_version(&query) {
+                Ok(v) => prop_assert!(v == 0 || v == 1),
+                Err(e) => prop_assert!(e.starts_with("The client requested")),
+            }
+        }
+    }
 }

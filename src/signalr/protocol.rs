@@ -65,6 +65,27 @@ pub fn take_records(buf: &mut String) -> Vec<String> {
         .collect()
 }
 
+/// Checks the client's handshake record: the JSON protocol, version 1;
+/// otherwise the error ASP.NET would send.
+pub fn check_handshake(record: &str) -> Result<(), String> {
+    let v: Value = serde_json::from_str(record).unwrap_or(Value::Null);
+    let p = v
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let version = v.get("version").and_then(Value::as_u64);
+    if p != "json" {
+        Err(format!("The protocol '{p}' is not supported."))
+    } else if version != Some(1) {
+        Err(format!(
+            "The server does not support version {} of the 'json' protocol.",
+            version.map_or("?".into(), |v| v.to_string())
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// What a client record asks for.
 #[derive(Debug, PartialEq)]
 pub enum ClientMsg {
@@ -146,5 +167,41 @@ mod tests {
             close("bye", true),
             "{\"type\":7,\"error\":\"bye\",\"allowReconnect\":true}\u{1e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::testing::json_ish;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Records split off a stream of any text lose nothing: the records,
+        /// their separators and the tail left are the input again.
+        #[test]
+        fn records_lose_no_bytes(chunks in proptest::collection::vec(prop_oneof!["\\PC{0,20}", json_ish(), Just(RS.to_string())], 0..12)) {
+            let mut buf = String::new();
+            let mut seen = String::new();
+            for c in &chunks {
+                buf.push_str(c);
+                for r in take_records(&mut buf) {
+                    seen.push_str(&r);
+                    let _ = parse(&r);
+                    let _ = check_handshake(&r);
+                }
+            }
+            seen.push_str(&buf);
+            let input: String = chunks.concat().chars().filter(|c| *c != RS).collect();
+            prop_assert_eq!(seen, input);
+        }
+
+        /// Only a well-formed invocation has a target; parsing never panics.
+        #[test]
+        fn invocations_need_a_target(text in json_ish()) {
+            if let Ok(ClientMsg::Invoke { target, .. }) = parse(&text) {
+                prop_assert!(!target.is_empty());
+            }
+        }
     }
 }

@@ -9,7 +9,6 @@ use crate::fragments::{Fragment, Reassembler};
 use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Protocol, Registry};
 use actix::prelude::*;
 use actix_web_actors::ws;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// ASP.NET's defaults, which the official client's timers assume.
@@ -76,23 +75,7 @@ impl SignalRSocket {
     }
 
     fn handshake(&mut self, record: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let v: Value = serde_json::from_str(record).unwrap_or(Value::Null);
-        let p = v
-            .get("protocol")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let version = v.get("version").and_then(Value::as_u64);
-        let error = if p != "json" {
-            Some(format!("The protocol '{p}' is not supported."))
-        } else if version != Some(1) {
-            Some(format!(
-                "The server does not support version {} of the 'json' protocol.",
-                version.map_or("?".into(), |v| v.to_string())
-            ))
-        } else {
-            None
-        };
-        if let Some(e) = error {
+        if let Err(e) = protocol::check_handshake(record) {
             self.send(ctx, protocol::handshake_error(&e));
             ctx.close(Some(ws::CloseCode::Policy.into()));
             ctx.stop();

@@ -1,0 +1,40 @@
+//! Strategies shared by the property tests of every parser that takes bytes
+//! from the network (Rocket.Chat's DDP frames, client frames, negotiate
+//! queries, JWTs). They run in `cargo test`; `PROPTEST_CASES` raises the
+//! count (CI runs more, bounded in time).
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+/// Any JSON value, nested a few levels, with the strings and numbers that
+/// break parsers (escapes, huge and negative numbers, empty keys).
+pub fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        "\\PC{0,12}".prop_map(Value::String),
+        Just(json!("\u{1e}")),
+        Just(json!("\"\\\u{0}")),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map("\\PC{0,8}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Text that is mostly JSON-shaped: a value's text, cut or spliced anywhere.
+pub fn json_ish() -> impl Strategy<Value = String> {
+    (json_value(), any::<usize>(), "\\PC{0,4}").prop_map(|(v, cut, splice)| {
+        let t = v.to_string();
+        let at = if t.is_empty() { 0 } else { cut % (t.len() + 1) };
+        let at = (0..=at).rev().find(|i| t.is_char_boundary(*i)).unwrap_or(0);
+        format!("{}{splice}{}", &t[..at], &t[at..])
+    })
+}
