@@ -4,7 +4,7 @@
 //! what the actor queues, and reports when the socket is gone. The actor
 //! closes the socket by dropping its sender.
 
-use crate::fragments::{Fragment, Reassembler};
+use crate::fragments::{declared_len, Fragment, Reassembler};
 use crate::rocketchat::ddp;
 use actix::prelude::*;
 use actix_codec::{Decoder, Encoder};
@@ -115,6 +115,16 @@ async fn drive(
         // Whole frames already buffered (the handshake may have brought some).
         let mut texts = vec![];
         loop {
+            if declared_len(&buf).is_some_and(|n| n > max_frame as u64) {
+                // Refused from its header: otherwise the whole frame is
+                // buffered before the codec compares it with the limit.
+                hand_over(to, conn, &mut texts);
+                let close = Message::Close(Some(CloseCode::Size.into()));
+                let _ = send(&mut writer, &mut codec, close).await;
+                return format!(
+                    "Rocket.Chat sent a frame over rocketchat.max_frame_bytes ({max_frame})"
+                );
+            }
             let frame = match codec.decode(&mut buf) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,

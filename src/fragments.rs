@@ -1,5 +1,20 @@
 //! Reassembly of fragmented websocket messages, which awc and
-//! actix-web-actors hand over as raw continuation frames.
+//! actix-web-actors hand over as raw continuation frames, and the size a
+//! frame header declares.
+
+/// The payload length a websocket frame header declares, once enough of it
+/// is in: actix-http's parser compares it with its limit only once the whole
+/// frame is buffered, so both directions check it here first.
+pub fn declared_len(buf: &[u8]) -> Option<u64> {
+    let len = *buf.get(1)? & 0x7f;
+    match len {
+        126 => Some(u64::from(u16::from_be_bytes(
+            buf.get(2..4)?.try_into().ok()?,
+        ))),
+        127 => Some(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)),
+        n => Some(u64::from(n)),
+    }
+}
 
 /// Reassembles fragmented text messages, capped in size.
 #[derive(Default)]

@@ -53,6 +53,7 @@ use actix_web::{web, App};
 use admin::AdminAgent;
 use cache::TokenCache;
 use config::Config;
+use futures_util::future::{Either, FutureExt};
 use registry::Registries;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
@@ -212,16 +213,15 @@ impl Daemon {
                                 .peer_addr()
                                 .ok()
                                 .and_then(|peer| admission.admit(peer.ip()).ok());
-                            let served = admitted.map(|a| (a, svc.call(io)));
-                            async move {
-                                match served {
-                                    Some((admitted, call)) => {
-                                        let r = call.await;
-                                        drop(admitted);
-                                        r
-                                    }
-                                    None => Ok(()),
-                                }
+                            // Combinators, not an async block: this future
+                            // lives as long as the connection, and an async
+                            // block would hold the dispatcher's state twice.
+                            match admitted {
+                                Some(a) => Either::Left(svc.call(io).map(move |r| {
+                                    drop(a);
+                                    r
+                                })),
+                                None => Either::Right(std::future::ready(Ok(()))),
                             }
                         },
                     )

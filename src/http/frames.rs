@@ -9,6 +9,7 @@
 //! needs more bytes: what is buffered stays under one frame, its header and
 //! one read.
 
+use crate::fragments::declared_len;
 use actix_http::ws::{CloseCode, Codec, Frame, Message, ProtocolError};
 use actix_rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
@@ -23,18 +24,6 @@ pub const READ_CHUNK: usize = 2048;
 
 /// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEADER: usize = 14;
-
-/// The payload length a frame header declares, once enough of it is in.
-pub fn declared_len(buf: &[u8]) -> Option<u64> {
-    let len = *buf.get(1)? & 0x7f;
-    match len {
-        126 => Some(u64::from(u16::from_be_bytes(
-            buf.get(2..4)?.try_into().ok()?,
-        ))),
-        127 => Some(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)),
-        n => Some(u64::from(n)),
-    }
-}
 
 /// The close code for a frame the client got wrong: 1009 for one over the
 /// limit, 1002 for any other breach.

@@ -189,56 +189,22 @@ where
         ctx.add_stream(frames);
         actor
     }));
-    let mut unsent = BytesMut::new();
-    let mut finished = false;
-    let mut progress = tokio::time::Instant::now();
-    loop {
-        if unsent.is_empty() {
-            if finished {
-                break;
-            }
-            // The common case: the context's output goes straight out.
-            match out.next().await {
-                Some(Ok(bytes)) => match try_write(&io, &bytes) {
-                    Ok(n) if n == bytes.len() => {}
-                    Ok(n) => {
-                        unsent.extend_from_slice(&bytes[n..]);
-                        progress = tokio::time::Instant::now();
-                    }
-                    Err(_) => break,
-                },
-                _ => break,
-            }
-            continue;
-        }
-        // The socket is full: keep the actor running (heartbeats, closes)
-        // while output waits, up to MAX_UNSENT, and give up on a socket
-        // that takes nothing for write_timeout.
-        let stalled = tokio::time::sleep_until(progress + limits.write_timeout);
-        tokio::select! {
-            ready = io.writable() => {
-                if ready.is_err() {
-                    break;
-                }
-                match try_write(&io, &unsent) {
-                    Ok(n) if n > 0 => {
-                        let _ = unsent.split_to(n);
-                        progress = tokio::time::Instant::now();
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-            chunk = out.next(), if !finished && unsent.len() < MAX_UNSENT => match chunk {
-                Some(Ok(bytes)) => unsent.extend_from_slice(&bytes),
-                _ => finished = true,
-            },
-            () = stalled => {
+    // The common case: the context's output goes straight out.
+    while let Some(Ok(bytes)) = out.next().await {
+        let rest = match try_write(&io, &bytes) {
+            Ok(n) if n == bytes.len() => continue,
+            Ok(n) => &bytes[n..],
+            Err(_) => break,
+        };
+        // Boxed: a backlog's state is large and most connections never have one.
+        match Box::pin(backlog(out.as_mut(), &io, rest, &limits)).await {
+            Backlog::Drained => {}
+            Backlog::Done => break,
+            Backlog::Stalled(unsent) => {
                 log::info!(
-                    "{} client cut off: its socket took no bytes for {:?} ({} bytes unsent)",
+                    "{} client cut off: its socket took no bytes for {:?} ({unsent} bytes unsent)",
                     limits.who,
                     limits.write_timeout,
-                    unsent.len()
                 );
                 drop(out);
                 abort(io);
@@ -248,7 +214,62 @@ where
     }
     drop(out);
     if let Ok(mut io) = Rc::try_unwrap(io) {
-        close(&mut io).await;
+        Box::pin(close(&mut io)).await;
+    }
+}
+
+/// How a backlog of output ended.
+enum Backlog {
+    /// All written; the context goes on.
+    Drained,
+    /// The context finished (all written) or the socket failed.
+    Done,
+    /// The socket took nothing for `write_timeout`; this many bytes were left.
+    Stalled(usize),
+}
+
+/// Writes `first` and what the context produces meanwhile as the socket
+/// takes it, keeping the actor running (heartbeats, closes) while output
+/// waits, up to [`MAX_UNSENT`].
+async fn backlog<S>(
+    mut out: std::pin::Pin<&mut S>,
+    io: &TcpStream,
+    first: &[u8],
+    limits: &Limits,
+) -> Backlog
+where
+    S: futures_util::Stream<Item = Result<Bytes, actix_web::Error>>,
+{
+    let mut unsent = BytesMut::from(first);
+    let mut finished = false;
+    let mut progress = tokio::time::Instant::now();
+    while !unsent.is_empty() {
+        let stalled = tokio::time::sleep_until(progress + limits.write_timeout);
+        tokio::select! {
+            ready = io.writable() => {
+                if ready.is_err() {
+                    return Backlog::Done;
+                }
+                match try_write(io, &unsent) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        let _ = unsent.split_to(n);
+                        progress = tokio::time::Instant::now();
+                    }
+                    Err(_) => return Backlog::Done,
+                }
+            }
+            chunk = out.next(), if !finished && unsent.len() < MAX_UNSENT => match chunk {
+                Some(Ok(bytes)) => unsent.extend_from_slice(&bytes),
+                _ => finished = true,
+            },
+            () = stalled => return Backlog::Stalled(unsent.len()),
+        }
+    }
+    if finished {
+        Backlog::Done
+    } else {
+        Backlog::Drained
     }
 }
 
