@@ -26,6 +26,9 @@ pub struct AdminAgent {
     ready: Arc<Readiness>,
     stopped: bool,
     probing: bool,
+    /// Bumped at every successful login: a probe result from an older
+    /// login's credentials is stale and ignored.
+    login_gen: u64,
 }
 
 impl AdminAgent {
@@ -41,6 +44,7 @@ impl AdminAgent {
             ready,
             stopped: false,
             probing: false,
+            login_gen: 0,
         }
     }
 
@@ -53,14 +57,17 @@ impl AdminAgent {
         if self.probing || self.stopped {
             return;
         }
+        let Some(rest) = self.rest.clone() else {
+            return;
+        };
         self.probing = true;
+        let gen = self.login_gen;
         let rc = &self.cfg.rocketchat;
         let (ws_url, timeout) = (rc.ws_url.clone(), rc.request_timeout);
-        let rest = RestClient::new(&rc.url, rc.request_timeout);
         let fut = async move { probe(&rest, &creds, &ws_url, timeout).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.probing = false;
-            if act.stopped {
+            if act.stopped || gen != act.login_gen || act.creds.is_none() {
                 return;
             }
             match res {
@@ -81,7 +88,9 @@ impl AdminAgent {
                     act.login(ctx);
                 }
                 Err(e) => {
-                    if act.ready.set_not_ready(format!("{e}")) {
+                    // The detail (addresses, Rocket.Chat's text) goes to the
+                    // log; /readyz, unauthenticated, names only the part.
+                    if act.ready.set_not_ready(e.part()) {
                         log::warn!("not ready: {e}");
                     }
                 }
@@ -110,6 +119,7 @@ impl AdminAgent {
                         act.cfg.rocketchat.admin_username
                     );
                     act.attempt = 0;
+                    act.login_gen += 1;
                     act.creds = Some(creds.clone());
                     act.ready.set_ready();
                     for w in act.waiters.drain(..) {
@@ -117,8 +127,9 @@ impl AdminAgent {
                     }
                 }
                 Err(e) => {
-                    act.ready
-                        .set_not_ready(format!("not logged in to Rocket.Chat as the admin: {e}"));
+                    act.ready.set_not_ready(
+                        "not logged in to Rocket.Chat as the admin (details in imrelay's log)",
+                    );
                     for w in act.waiters.drain(..) {
                         let _ = w.send(Err(e.clone()));
                     }

@@ -344,10 +344,16 @@ impl Origins {
                 Err("server.allowed_origins: \"*\" allows any origin; list it alone".into())
             };
         }
-        if let Some(bad) = list
-            .iter()
-            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
-        {
+        // Browsers send scheme and host in lower case.
+        let list: Vec<String> = list.iter().map(|o| o.to_ascii_lowercase()).collect();
+        let is_origin = |o: &str| {
+            o.split_once("://").is_some_and(|(scheme, authority)| {
+                matches!(scheme, "http" | "https")
+                    && !authority.is_empty()
+                    && !authority.contains(['/', '?', '#'])
+            })
+        };
+        if let Some(bad) = list.iter().find(|o| !is_origin(o)) {
             return Err(format!(
                 "server.allowed_origins: {bad:?} is not an origin (scheme://host[:port], no path or trailing slash)"
             ));
@@ -370,7 +376,7 @@ impl Origins {
         match self {
             Origins::Any => true,
             Origins::SameOrigin => same,
-            Origins::List(list) => same || list.iter().any(|a| a == origin),
+            Origins::List(list) => same || list.iter().any(|a| a.eq_ignore_ascii_case(origin)),
         }
     }
 }

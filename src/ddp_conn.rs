@@ -120,7 +120,8 @@ async fn drive(
                 // buffered before the codec compares it with the limit.
                 hand_over(to, conn, &mut texts);
                 let close = Message::Close(Some(CloseCode::Size.into()));
-                let _ = send(&mut writer, &mut codec, close).await;
+                let _ =
+                    tokio::time::timeout(CLOSE_WAIT, send(&mut writer, &mut codec, close)).await;
                 return format!(
                     "Rocket.Chat sent a frame over rocketchat.max_frame_bytes ({max_frame})"
                 );

@@ -2,23 +2,24 @@
 //! admin agent sets it from its login and its periodic probe of Rocket.Chat
 //! (REST and DDP); a graceful stop clears it for good.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 /// The daemon's readiness.
 pub struct Readiness {
-    ready: AtomicBool,
-    why_not: parking_lot::Mutex<String>,
-    stopping: AtomicBool,
+    state: parking_lot::Mutex<State>,
+}
+
+struct State {
+    /// `None` when ready, else why not.
+    why_not: Option<String>,
+    stopping: bool,
 }
 
 impl Default for Readiness {
     fn default() -> Self {
         Readiness {
-            ready: AtomicBool::new(false),
-            why_not: parking_lot::Mutex::new(
-                "starting: not logged in to Rocket.Chat as the admin yet".into(),
-            ),
-            stopping: AtomicBool::new(false),
+            state: parking_lot::Mutex::new(State {
+                why_not: Some("starting: not logged in to Rocket.Chat as the admin yet".into()),
+                stopping: false,
+            }),
         }
     }
 }
@@ -26,36 +27,40 @@ impl Default for Readiness {
 impl Readiness {
     /// Ready to serve (ignored once stopping).
     pub fn set_ready(&self) {
-        if !self.stopping.load(Ordering::Relaxed) {
-            self.ready.store(true, Ordering::Relaxed);
+        let mut s = self.state.lock();
+        if !s.stopping {
+            s.why_not = None;
         }
     }
 
-    /// Not ready, for this reason (written for an operator). Returns whether
-    /// this is a change, so callers log transitions only.
+    /// Not ready, for this reason (written for an operator; no secrets).
+    /// Returns whether this is a change, so callers log transitions only.
     pub fn set_not_ready(&self, why: impl Into<String>) -> bool {
-        let was = self.ready.swap(false, Ordering::Relaxed);
-        *self.why_not.lock() = why.into();
-        was
+        let mut s = self.state.lock();
+        let was_ready = s.why_not.is_none();
+        if !s.stopping {
+            s.why_not = Some(why.into());
+        }
+        was_ready
     }
 
     /// Shutting down: never ready again.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
-        self.set_not_ready("shutting down");
+        let mut s = self.state.lock();
+        s.stopping = true;
+        s.why_not = Some("shutting down".into());
     }
 
     /// Ready now?
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.state.lock().why_not.is_none()
     }
 
     /// `Ok` when ready, else why not.
     pub fn check(&self) -> Result<(), String> {
-        if self.is_ready() {
-            Ok(())
-        } else {
-            Err(self.why_not.lock().clone())
+        match &self.state.lock().why_not {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{start, WAIT};
+use imrelay::config::LoginMethod;
 use rcsim::Settings;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -100,7 +101,15 @@ async fn rc_admin(env: &common::Env) -> (String, String) {
 
 #[actix_rt::test]
 async fn a_login_re_creates_a_user_rocket_chat_lost() {
-    let env = start(Settings::default(), |_| {}).await;
+    for method in [LoginMethod::Ddp, LoginMethod::Rest] {
+        re_create_after_loss(method).await;
+    }
+}
+
+/// Rocket.Chat answers an unknown user differently by login method (DDP
+/// "User not found", REST a failed login): both are recognised.
+async fn re_create_after_loss(method: LoginMethod) {
+    let env = start(Settings::default(), |c| c.rocketchat.login_method = method).await;
     let first = env.sync("alice").await;
     let mut c = env.client(&env.login_token("alice").await).await;
     // Rocket.Chat loses alice (restored without its data): her session ends.

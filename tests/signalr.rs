@@ -384,22 +384,44 @@ async fn by_default_only_pages_from_imrelay_itself_may_connect() {
 }
 
 #[actix_rt::test]
-async fn a_connection_negotiated_before_a_logout_does_not_upgrade_after_it() {
+async fn a_connection_negotiated_before_a_session_ends_does_not_upgrade_after_it() {
     let env = start(Settings::default(), |_| {}).await;
-    env.sync("alice").await;
-    let token = env.login_token("alice").await;
-    let (_, v1, _) = negotiate(&env, "?negotiateVersion=1", Some(&token), None).await;
-    let id = v1["connectionToken"].as_str().unwrap().to_string();
-    assert_eq!(
-        env.api("POST", "/users/alice/logout", None).await.status,
-        204
-    );
-    let (status, body) = common::raw::http(
-        &env.url,
-        &format!("GET /signalr?id={id} HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"),
-        b"",
-    )
-    .await;
-    assert_eq!(status, 401, "{body}");
-    assert!(body.contains("\"logged_out\""), "{body}");
+    // Logout and delete say why; a session Rocket.Chat ended (force_logout) too.
+    for (name, end, reason) in [
+        ("alice", "logout", "logged_out"),
+        ("bob", "delete", "deleted"),
+        ("carol", "force_logout", "session_ended"),
+    ] {
+        env.sync(name).await;
+        let token = env.login_token(name).await;
+        let (_, v1, _) = negotiate(&env, "?negotiateVersion=1", Some(&token), None).await;
+        let id = v1["connectionToken"].as_str().unwrap().to_string();
+        match end {
+            "logout" => {
+                let r = env
+                    .api("POST", &format!("/users/{name}/logout"), None)
+                    .await;
+                assert_eq!(r.status, 204);
+            }
+            "delete" => {
+                let r = env.api("DELETE", &format!("/users/{name}"), None).await;
+                assert_eq!(r.status, 204);
+            }
+            _ => {
+                env.sim.force_logout(name);
+                env.until(WAIT, "the session to end", async || {
+                    env.daemon().cache().live(name).is_none()
+                })
+                .await;
+            }
+        }
+        let (status, body) = common::raw::http(
+            &env.url,
+            &format!("GET /signalr?id={id} HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 401, "{end}: {body}");
+        assert!(body.contains(&format!("\"{reason}\"")), "{end}: {body}");
+    }
 }

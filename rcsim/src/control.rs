@@ -144,6 +144,10 @@ async fn handle(
             let frame = if let Some(t) = b.get("text").and_then(Value::as_str) {
                 crate::RawFrame::Text(t.to_string())
             } else if let Some(n) = b.get("oversize").and_then(Value::as_u64) {
+                if n > 256 << 20 {
+                    return HttpResponse::BadRequest()
+                        .json(json!({"error": "oversize: at most 268435456 bytes"}));
+                }
                 crate::RawFrame::Oversize(n as usize)
             } else if let Some(n) = b.get("fragments").and_then(Value::as_u64) {
                 crate::RawFrame::Fragmented(n as usize)

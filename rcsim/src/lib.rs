@@ -563,7 +563,6 @@ impl Drop for Rcsim {
     }
 }
 
-/// A `stream-notify-user` `message` payload padded with text to `bytes`.
 /// Pushes `frame` at the DDP sockets logged in as `uid` (the library API and `/_sim/frame`).
 pub(crate) fn push_frame(sim: &Sim, uid: &str, frame: RawFrame) -> usize {
     let event = format!("{uid}/message");
@@ -600,6 +599,7 @@ pub(crate) fn force_logout(sim: &Sim, uid: &str) {
     sim.tokens_removed(&removed, None);
 }
 
+/// A `stream-notify-user` `message` payload padded with text to `bytes`.
 fn padded(bytes: usize) -> String {
     serde_json::json!([{"_id": "padding", "msg": "x".repeat(bytes)}]).to_string()
 }

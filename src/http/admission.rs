@@ -58,10 +58,24 @@ impl Drop for Admitted {
 }
 
 /// The descriptor limit, raised to its hard limit first (systemd's unit
-/// sets both; a shell's soft limit is often far lower).
+/// sets both; a shell's soft limit is often far lower); the soft limit as it
+/// is if raising fails.
 pub fn descriptor_limit() -> Option<u64> {
-    let raised = rlimit::increase_nofile_limit(u64::MAX).ok()?;
-    Some(raised)
+    rlimit::increase_nofile_limit(u64::MAX)
+        .ok()
+        .or_else(|| rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft))
+}
+
+/// The bucket a peer's connections count in: its IPv4 address, or the /64
+/// an IPv6 host controls whole (an IPv4-mapped address counts as IPv4).
+pub fn bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
 }
 
 impl Admission {
@@ -103,6 +117,7 @@ impl Admission {
 
     /// Takes a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
+        let ip = bucket(ip);
         let taken = self
             .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -169,6 +184,30 @@ mod tests {
         assert_eq!(
             (a.refused(Refusal::PerIp), a.refused(Refusal::Total)),
             (1, 1)
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let a = Arc::new(Admission::new(100, 1, None));
+        let _one = a.admit("2001:db8::1".parse().unwrap()).unwrap();
+        assert_eq!(
+            a.admit("2001:db8::ffff:2".parse().unwrap()).err(),
+            Some(Refusal::PerIp),
+            "same /64"
+        );
+        assert!(
+            a.admit("2001:db8:0:1::1".parse().unwrap()).is_ok(),
+            "another /64"
+        );
+        let _v4 = a.admit("192.0.2.1".parse().unwrap()).unwrap();
+        assert_eq!(
+            a.admit("::ffff:192.0.2.1".parse().unwrap()).err(),
+            Some(Refusal::PerIp)
+        );
+        assert!(
+            a.admit("192.0.2.2".parse().unwrap()).is_ok(),
+            "IPv4 hosts count apart"
         );
     }
 

@@ -426,24 +426,32 @@ pub async fn login(
     }
     let password = body.password.as_deref();
     let entry = match ensure_login(&state, &rest, &username, password, body.renew).await {
-        Err(e) if e.code == "user_not_found" && body.email.is_some() => {
-            // Rocket.Chat lost the user (a restore without its data): sync it
-            // again from the login's own fields, then log in.
-            log::warn!("user={username} unknown to Rocket.Chat at login; re-creating it from the login body");
-            let again = PutUser {
-                name: body.name.clone(),
-                email: body.email.clone(),
-                password: body.password.clone(),
-            };
-            create_user(&state, &rest, &username, again).await?;
-            ensure_login(&state, &rest, &username, password, body.renew).await?
-        }
-        Err(e) if e.code == "user_not_found" => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "user_not_found",
-                format!("Rocket.Chat has no user {username}: sync it with PUT /api/v1/users/{username}, or pass \"email\" (and \"name\") in the login body to re-create it"),
-            ))
+        // Rocket.Chat answers an unknown user as a failed login (or "not
+        // found", by login method): ask it whether the user exists.
+        Err(e) if matches!(e.code, "user_not_found" | "rc_login_failed") => {
+            match rc_user(&state, &rest, &username).await {
+                Ok(_) => return Err(e),
+                Err(missing) if missing.code == "user_not_found" => {
+                    let Some(email) = body.email.clone() else {
+                        return Err(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "user_not_found",
+                            format!("Rocket.Chat has no user {username}: sync it with PUT /api/v1/users/{username}, or pass \"email\" (and \"name\") in the login body to re-create it"),
+                        ));
+                    };
+                    // Rocket.Chat lost the user (a restore without its data):
+                    // sync it again from the login's own fields, then log in.
+                    log::warn!("user={username} unknown to Rocket.Chat at login; re-creating it from the login body");
+                    let again = PutUser {
+                        name: body.name.clone(),
+                        email: Some(email),
+                        password: body.password.clone(),
+                    };
+                    create_user(&state, &rest, &username, again).await?;
+                    ensure_login(&state, &rest, &username, password, body.renew).await?
+                }
+                Err(other) => return Err(other),
+            }
         }
         other => other?,
     };

@@ -73,7 +73,8 @@ pub async fn json<T: DeserializeOwned + Default>(
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
     if !is_json && !empty_ok {
         return Err(ApiError::bad_request(
             "bad_content_type",

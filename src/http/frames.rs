@@ -26,10 +26,11 @@ pub const READ_CHUNK: usize = 2048;
 const MAX_HEADER: usize = 14;
 
 /// The close code for a frame the client got wrong: 1009 for one over the
-/// limit, 1002 for any other breach.
+/// limit, 1007 for text that is not UTF-8, 1002 for any other breach.
 pub fn close_code(e: &ProtocolError) -> CloseCode {
     match e {
         ProtocolError::Overflow => CloseCode::Size,
+        ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => CloseCode::Invalid,
         _ => CloseCode::Protocol,
     }
 }
@@ -62,13 +63,6 @@ impl Decoder {
     /// Bytes received and not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len()
-    }
-
-    /// Whether the frame in progress needs more bytes before it can be
-    /// decoded or refused (read only then).
-    pub fn wants_more(&self) -> bool {
-        let need_header = declared_len(&self.buf).is_none();
-        need_header || self.buf.len() < MAX_HEADER + self.max
     }
 
     /// Appends bytes read from the socket.
@@ -149,10 +143,9 @@ impl futures_util::Stream for Frames {
             match this.decoder.decode() {
                 Some(Err(e)) => return this.end(Some(Err(e))),
                 Some(ok) => return Poll::Ready(Some(ok)),
-                None if !this.decoder.wants_more() => {
-                    return this.end(Some(Err(ProtocolError::Overflow)))
-                }
-                None => {}
+                // Incomplete and within the limit: the buffer holds less than
+                // one frame and its header, so reading more is safe.
+                None => debug_assert!(this.decoder.buffered() < MAX_HEADER + this.decoder.max),
             }
             if let Err(e) = ready!(this.io.poll_read_ready(cx)) {
                 return this.end(Some(Err(ProtocolError::Io(e))));
@@ -204,10 +197,6 @@ mod tests {
                     break;
                 }
                 Some(Ok(m)) => out.push(Ok(m)),
-                None if !d.wants_more() => {
-                    out.push(Err("overflow".into()));
-                    break;
-                }
                 None if at >= bytes.len() => break,
                 None => {
                     let end = (at + chunk).min(bytes.len());
@@ -259,19 +248,43 @@ mod tests {
         ));
         let mut d = Decoder::new(1024);
         d.push(&frame(0x1, true, &[0xff, 0xfe], [0, 0, 0, 0]));
-        assert!(matches!(d.decode(), Some(Err(ProtocolError::Io(_)))));
+        let e = d.decode().unwrap().unwrap_err();
+        assert_eq!(
+            close_code(&e),
+            CloseCode::Invalid,
+            "1007 for text that is not UTF-8"
+        );
     }
 
     proptest! {
         /// Whatever a client sends, decoding never panics and never holds
-        /// more than one frame of the limit, its header and one read.
+        /// more than one frame of the limit, its header and one read: raw
+        /// bytes, and frames with valid masked headers declaring any length
+        /// followed by any payload.
         #[test]
         fn arbitrary_bytes_stay_bounded(
             bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            frames in proptest::collection::vec((0u8..11, any::<bool>(), 0u64..1200, proptest::collection::vec(any::<u8>(), 0..700)), 0..6),
             chunk in 1usize..600,
             max in 16usize..512,
         ) {
             let (_, most) = run(&bytes, chunk, max);
+            prop_assert!(most <= MAX_HEADER + max + chunk, "held {most}");
+            let mut stream = vec![];
+            for (opcode, fin, declared, payload) in frames {
+                // A header declaring `declared` bytes, whatever follows.
+                let mut f = vec![(u8::from(fin) << 7) | opcode];
+                if declared < 126 {
+                    f.push(0x80 | declared as u8);
+                } else {
+                    f.push(0x80 | 126);
+                    f.extend_from_slice(&(declared as u16).to_be_bytes());
+                }
+                f.extend_from_slice(&[7, 7, 7, 7]);
+                f.extend_from_slice(&payload);
+                stream.extend(f);
+            }
+            let (_, most) = run(&stream, chunk, max);
             prop_assert!(most <= MAX_HEADER + max + chunk, "held {most}");
         }
 
@@ -286,6 +299,9 @@ mod tests {
             let max = 256;
             let bytes: Vec<u8> = payloads.iter().flat_map(|p| frame(0x2, true, p, mask)).collect();
             let (out, _) = run(&bytes, chunk, max);
+            let refused = payloads.iter().position(|p| p.len() > max);
+            // Every frame up to the first one over the limit, then its refusal.
+            prop_assert_eq!(out.len(), refused.map_or(payloads.len(), |i| i + 1));
             for (p, got) in payloads.iter().zip(&out) {
                 if p.len() > max {
                     prop_assert!(got.is_err(), "{got:?}");

@@ -26,27 +26,29 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// Request headers imrelay sets itself or must not leak (the backend's API
-/// key, cookies), on top of [`HOP_BY_HOP`].
-const DROP_REQUEST: &[&str] = &[
-    "host",
-    "authorization",
-    "cookie",
-    "x-user-id",
-    "x-auth-token",
-    "accept-encoding",
-];
-
-/// Request headers that say who the caller is to Rocket.Chat's rate limiter
-/// and login blocking: a caller must not pick that IP, so none pass. `expect`
-/// too: the body is read whole before the call, so there is nothing to continue.
-const CALLER_IDENTITY: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "expect",
+/// The only request headers passed to Rocket.Chat: what describes the body
+/// and the wanted answer, and Rocket.Chat's two-factor headers. Everything
+/// else stays here: the backend's API key and cookies, hop-by-hop headers,
+/// `Host`, `Expect` (the body is read whole first), and anything that names
+/// the client's address (`X-Forwarded-*`, `X-Real-IP`, `Forwarded`, …), so
+/// a caller cannot choose the IP Rocket.Chat's rate limiter and login
+/// blocking count.
+const PASS_REQUEST: &[&str] = &[
+    "content-type",
+    "content-disposition",
+    "accept",
+    "accept-language",
+    "user-agent",
+    "x-requested-with",
+    "cache-control",
+    "pragma",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "range",
+    "x-2fa-code",
+    "x-2fa-method",
 ];
 
 /// Response headers not passed back, on top of [`HOP_BY_HOP`].
@@ -57,9 +59,7 @@ fn passed(name: &str, drop: &[&str]) -> bool {
 }
 
 fn passed_upstream(name: &str) -> bool {
-    passed(name, DROP_REQUEST)
-        && !CALLER_IDENTITY.contains(&name)
-        && !name.starts_with("x-forwarded-")
+    PASS_REQUEST.contains(&name)
 }
 
 /// What a path segment keeps unencoded upstream: RFC 3986's unreserved
@@ -236,24 +236,24 @@ mod tests {
             "authorization",
             "cookie",
             "x-auth-token",
+            "x-user-id",
             "transfer-encoding",
-        ] {
-            assert!(!passed(h, DROP_REQUEST), "{h} must not reach Rocket.Chat");
-        }
-        for h in ["set-cookie", "connection", "content-length"] {
-            assert!(!passed(h, DROP_RESPONSE), "{h} must not reach the backend");
-        }
-        assert!(passed("content-type", DROP_REQUEST));
-        assert!(passed("x-ratelimit-reset", DROP_RESPONSE));
-        for h in [
+            "host",
+            "expect",
             "x-forwarded-for",
             "x-real-ip",
             "forwarded",
             "x-forwarded-host",
-            "expect",
+            "x-cluster-client-ip",
+            "x-original-url",
         ] {
-            assert!(!passed_upstream(h), "{h}: the caller does not pick its IP");
+            assert!(!passed_upstream(h), "{h} must not reach Rocket.Chat");
         }
+        for h in ["set-cookie", "connection", "content-length"] {
+            assert!(!passed(h, DROP_RESPONSE), "{h} must not reach the backend");
+        }
+        assert!(passed_upstream("content-type") && passed_upstream("x-2fa-code"));
+        assert!(passed("x-ratelimit-reset", DROP_RESPONSE));
     }
 
     #[test]

@@ -45,7 +45,7 @@ type Start = Box<dyn FnOnce(std::net::TcpStream, Bytes, oneshot::Sender<()>) + S
 pub struct Limits {
     /// Largest frame (and reassembled message) the client may send.
     pub max_frame: usize,
-    /// Longest the socket may take no bytes while output waits.
+    /// Longest output may wait for the socket to take it.
     pub write_timeout: Duration,
     /// Who the client is, for log lines (`user=alice`).
     pub who: String,
@@ -176,8 +176,8 @@ where
 const MAX_UNSENT: usize = 256 << 10;
 
 /// Runs `actor` on the socket until its context finishes, then closes the
-/// socket politely; a client whose socket takes no bytes for
-/// `limits.write_timeout` is cut off (RST) instead.
+/// socket politely; a client whose socket does not take what waits for it
+/// within `limits.write_timeout` is cut off (RST) instead.
 async fn run<A>(actor: A, io: Rc<TcpStream>, early: Bytes, limits: Limits)
 where
     A: Actor<Context = ws::WebsocketContext<A>>
@@ -202,7 +202,7 @@ where
             Backlog::Done => break,
             Backlog::Stalled(unsent) => {
                 log::info!(
-                    "{} client cut off: its socket took no bytes for {:?} ({unsent} bytes unsent)",
+                    "{} client cut off: its socket did not take what was sent within {:?} ({unsent} bytes unsent)",
                     limits.who,
                     limits.write_timeout,
                 );
@@ -224,13 +224,15 @@ enum Backlog {
     Drained,
     /// The context finished (all written) or the socket failed.
     Done,
-    /// The socket took nothing for `write_timeout`; this many bytes were left.
+    /// The backlog did not drain within `write_timeout`; this many bytes were left.
     Stalled(usize),
 }
 
 /// Writes `first` and what the context produces meanwhile as the socket
 /// takes it, keeping the actor running (heartbeats, closes) while output
-/// waits, up to [`MAX_UNSENT`].
+/// waits, up to [`MAX_UNSENT`]. The whole backlog must drain within
+/// `write_timeout`: a client that takes a byte now and then is as stuck as
+/// one that takes none.
 async fn backlog<S>(
     mut out: std::pin::Pin<&mut S>,
     io: &TcpStream,
@@ -242,9 +244,9 @@ where
 {
     let mut unsent = BytesMut::from(first);
     let mut finished = false;
-    let mut progress = tokio::time::Instant::now();
+    let stalled = tokio::time::sleep(limits.write_timeout);
+    tokio::pin!(stalled);
     while !unsent.is_empty() {
-        let stalled = tokio::time::sleep_until(progress + limits.write_timeout);
         tokio::select! {
             ready = io.writable() => {
                 if ready.is_err() {
@@ -254,7 +256,6 @@ where
                     Ok(0) => {}
                     Ok(n) => {
                         let _ = unsent.split_to(n);
-                        progress = tokio::time::Instant::now();
                     }
                     Err(_) => return Backlog::Done,
                 }
@@ -263,7 +264,7 @@ where
                 Some(Ok(bytes)) => unsent.extend_from_slice(&bytes),
                 _ => finished = true,
             },
-            () = stalled => return Backlog::Stalled(unsent.len()),
+            () = &mut stalled => return Backlog::Stalled(unsent.len()),
         }
     }
     if finished {

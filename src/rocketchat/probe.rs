@@ -30,6 +30,21 @@ impl std::fmt::Display for ProbeError {
     }
 }
 
+impl ProbeError {
+    /// Which part failed, without detail: for `/readyz`, which anyone may read.
+    pub fn part(&self) -> &'static str {
+        match self {
+            ProbeError::AdminToken => "Rocket.Chat refused the admin token; logging in again",
+            ProbeError::Rest(_) => {
+                "Rocket.Chat's REST API does not answer (details in imrelay's log)"
+            }
+            ProbeError::Ddp(_) => {
+                "Rocket.Chat's realtime API (DDP) does not answer (details in imrelay's log)"
+            }
+        }
+    }
+}
+
 /// Probes REST as `admin`, then DDP at `ws_url`.
 pub async fn probe(
     rest: &RestClient,

@@ -16,7 +16,8 @@ pub struct RawResponse {
     pub body: bytes::Bytes,
 }
 
-/// A REST client for one Rocket.Chat server.
+/// A REST client for one Rocket.Chat server (a clone shares its pool).
+#[derive(Clone)]
 pub struct RestClient {
     http: awc::Client,
     base: String,

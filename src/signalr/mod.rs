@@ -216,6 +216,15 @@ pub async fn connect(
                 )
                 .into());
             }
+            if state.cache.live(&p.username).is_none() {
+                // Ended otherwise (expiry, a revoked token) since the negotiate.
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "session_ended",
+                    "the user's session ended after this connection was negotiated; log in again",
+                )
+                .into());
+            }
             if p.used {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
