@@ -7,7 +7,6 @@ mod common;
 use imrelay::config::Config;
 use imrelay::{widen_backlog, Daemon, LISTEN_BACKLOG};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// How many connections complete their handshake at once while nobody accepts.
@@ -38,25 +37,7 @@ fn the_listener_holds_a_reconnect_storm() {
 
 /// A listening socket's backlog: Linux reports it in `tcpi_sacked`.
 fn backlog(listener: &TcpListener) -> u32 {
-    // SAFETY: getsockopt writes at most `len` bytes into a zeroed tcp_info.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let r = unsafe {
-        libc::getsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "getsockopt(TCP_INFO): {}",
-        std::io::Error::last_os_error()
-    );
-    info.tcpi_sacked
+    common::raw::tcp_info(listener).tcpi_sacked
 }
 
 #[actix_rt::test]

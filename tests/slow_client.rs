@@ -110,12 +110,9 @@ async fn flood_until(env: &common::Env, rid: &str, what: &str, done: impl Fn() -
     panic!("2,000 messages and still not {what}");
 }
 
-#[actix_rt::test]
-async fn a_client_that_never_reads_is_cut_off() {
-    let env = start(Settings::default(), |c| {
-        c.client.write_timeout = Duration::from_secs(1)
-    })
-    .await;
+/// alice's client that never reads (a tiny receive window), subscribed, and
+/// the DM room bob posts to.
+async fn deaf_alice(env: &common::Env) -> (tokio::net::TcpStream, String) {
     env.sync("alice").await;
     env.sync("bob").await;
     env.login("bob").await;
@@ -125,7 +122,16 @@ async fn a_client_that_never_reads_is_cut_off() {
         .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
         .await
         .unwrap();
-    let rid = env.sim.direct_room("bob", "alice").unwrap();
+    (deaf, env.sim.direct_room("bob", "alice").unwrap())
+}
+
+#[actix_rt::test]
+async fn a_client_that_never_reads_is_cut_off() {
+    let env = start(Settings::default(), |c| {
+        c.client.write_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let (deaf, rid) = deaf_alice(&env).await;
     // Nothing reads, so the server's writes stop making progress; the
     // server then resets the connection (a FIN would queue behind the data).
     flood_until(&env, &rid, "the connection is reset", || {
@@ -151,16 +157,7 @@ async fn a_graceful_stop_does_not_wait_for_a_client_that_never_reads() {
         c.server.shutdown_timeout = Duration::from_secs(60);
     })
     .await;
-    env.sync("alice").await;
-    env.sync("bob").await;
-    env.login("bob").await;
-    let token = env.login_token("alice").await;
-    let deaf = upgrade(&env.url, &format!("/ws?token={token}"), Some(4096)).await;
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
-        .await
-        .unwrap();
-    let rid = env.sim.direct_room("bob", "alice").unwrap();
+    let (deaf, rid) = deaf_alice(&env).await;
     // 6 MB for a client that reads nothing: more than the kernel buffers.
     let text = "x".repeat(16 << 10);
     for _ in 0..400 {

@@ -104,22 +104,32 @@ pub async fn close_code(s: &mut TcpStream) -> (u16, Vec<String>) {
     }
 }
 
-/// The kernel's state of a TCP socket (`TCP_INFO`): 1 is ESTABLISHED, 7 CLOSE.
-pub fn tcp_state(s: &TcpStream) -> u8 {
-    use std::os::fd::AsRawFd;
+/// The kernel's `TCP_INFO` for a socket (a listener's too).
+pub fn tcp_info(fd: &impl std::os::fd::AsRawFd) -> libc::tcp_info {
+    // SAFETY: getsockopt writes at most `len` bytes into a zeroed tcp_info.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     let rc = unsafe {
         libc::getsockopt(
-            s.as_raw_fd(),
+            fd.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&mut info as *mut libc::tcp_info).cast(),
             &mut len,
         )
     };
-    assert_eq!(rc, 0, "getsockopt(TCP_INFO)");
-    info.tcpi_state
+    assert_eq!(
+        rc,
+        0,
+        "getsockopt(TCP_INFO): {}",
+        std::io::Error::last_os_error()
+    );
+    info
+}
+
+/// The kernel's state of a TCP socket: 1 is ESTABLISHED, 7 CLOSE.
+pub fn tcp_state(s: &TcpStream) -> u8 {
+    tcp_info(s).tcpi_state
 }
 
 /// Sends `head` (request line and headers, without the blank line) and
