@@ -1,4 +1,4 @@
-//! ABP's `enc_auth_token` (`protocol/signalr.md` §7.2): the access token
+//! ABP's `enc_auth_token` (`docs/protocol/signalr.md` §7.2): the access token
 //! encrypted by `SimpleStringCipher`: AES-256-CBC, PKCS7, key =
 //! PBKDF2-HMAC-SHA1(passphrase, salt "hgt!16kl", 1000 rounds), IV
 //! "jkE49230Tf093b42", base64.

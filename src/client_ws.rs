@@ -1,4 +1,4 @@
-//! The client websocket actor (`/ws`, the native protocol of DESIGN §4):
+//! The client websocket actor (`/ws`, the native protocol of docs/DESIGN.md §4):
 //! registers with the registry, writes events, answers JSON pings, keeps a
 //! heartbeat, and closes with a reason: the session ended, 4008 when it
 //! cannot keep up, 1001 on shutdown.

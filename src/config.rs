@@ -83,7 +83,7 @@ fn read_secret_file(key: &str, path: &Path) -> Result<String, String> {
         .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
 }
 
-/// How imrelay obtains a user's Rocket.Chat token (`protocol/rocketchat.md` §9).
+/// How imrelay obtains a user's Rocket.Chat token (`docs/protocol/rocketchat.md` §9).
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginMethod {

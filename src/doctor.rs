@@ -1,5 +1,5 @@
 //! `imrelay doctor`: checks a Rocket.Chat server as the configured admin and
-//! says what to change, one line per finding (`protocol/rocketchat.md` §9).
+//! says what to change, one line per finding (`docs/protocol/rocketchat.md` §9).
 
 use crate::config::{Config, LoginMethod};
 use crate::rocketchat::rest::RestClient;

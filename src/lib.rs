@@ -1,7 +1,7 @@
 //! # imrelay
 //!
 //! Puts a Rocket.Chat server behind a business application as its
-//! instant-messaging component (see `README.md` and `shared/DESIGN.md`).
+//! instant-messaging component (see `README.md` and `docs/DESIGN.md`).
 //!
 //! Layout:
 //! - [`config`]: `config.toml`, strict parsing, secrets.

@@ -1,5 +1,5 @@
 //! Logging users in against a server with a real server's defaults
-//! (`protocol/rocketchat.md` §9): REST limiter, 2FA on users.update, email 2FA.
+//! (`docs/protocol/rocketchat.md` §9): REST limiter, 2FA on users.update, email 2FA.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The SignalR hub at the wire level (`protocol/signalr.md` §9 checklist).
+//! The SignalR hub at the wire level (`docs/protocol/signalr.md` §9 checklist).
 //! The official JS client is exercised in tests/js/signalr.test.js.
 
 mod common;

@@ -1,5 +1,5 @@
 //! DDP over `/websocket`, as Meteor's `livedata_server` and RC's streamer
-//! speak it (`protocol/rocketchat.md` §2–§3). One task per connection reads
+//! speak it (`docs/protocol/rocketchat.md` §2–§3). One task per connection reads
 //! client frames, runs methods in order, and writes the events the hub
 //! queues for it.
 

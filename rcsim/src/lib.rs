@@ -5,7 +5,7 @@
 //! defaults for backends (REST rate limiter, failed-login blocking, two-factor
 //! on `users.update`, email 2FA), so that imrelay's tests, benchmarks and demo
 //! run against something that behaves like the real server. The reference is
-//! `shared/protocol/rocketchat.md`.
+//! `docs/protocol/rocketchat.md`.
 //!
 //! Layout:
 //! - [`settings`]: the Rocket.Chat settings imitated, switchable per test.

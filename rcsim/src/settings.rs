@@ -1,5 +1,5 @@
 //! The Rocket.Chat settings and deployment options rcsim imitates. The
-//! defaults are a real server's defaults (`protocol/rocketchat.md` §9), which
+//! defaults are a real server's defaults (`docs/protocol/rocketchat.md` §9), which
 //! are hostile to a backend that logs many users in from one IP; each can be
 //! switched per test with [`crate::Rcsim::update_settings`].
 

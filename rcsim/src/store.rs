@@ -1,6 +1,6 @@
 //! The simulated database: users, login tokens, rooms, subscriptions and
 //! messages. Every change returns the stream events Rocket.Chat's watchers
-//! would emit for it (`protocol/rocketchat.md` §3.4, §7.6); the caller hands
+//! would emit for it (`docs/protocol/rocketchat.md` §3.4, §7.6); the caller hands
 //! them to the [`crate::hub::Hub`] after releasing the store lock.
 
 use crate::ejson::{self, date, Date};

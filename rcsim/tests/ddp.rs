@@ -1,4 +1,4 @@
-//! DDP behaviour over real websockets (`protocol/rocketchat.md` §2–§4).
+//! DDP behaviour over real websockets (`docs/protocol/rocketchat.md` §2–§4).
 
 mod common;
 

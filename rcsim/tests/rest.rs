@@ -1,4 +1,4 @@
-//! REST behaviour over real HTTP (`protocol/rocketchat.md` §1, §9).
+//! REST behaviour over real HTTP (`docs/protocol/rocketchat.md` §1, §9).
 
 mod common;
 

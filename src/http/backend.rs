@@ -1,4 +1,4 @@
-//! The backend API (DESIGN §3): user sync, login, logout, sessions, health.
+//! The backend API (docs/DESIGN.md §3): user sync, login, logout, sessions, health.
 
 use super::errors::ApiError;
 use super::AppState;

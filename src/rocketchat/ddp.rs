@@ -1,4 +1,4 @@
-//! DDP frames (`protocol/rocketchat.md` §2–§3).
+//! DDP frames (`docs/protocol/rocketchat.md` §2–§3).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

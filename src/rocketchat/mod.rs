@@ -142,7 +142,7 @@ fn wrap(method: &str, key: &str, value: &str) -> String {
     s
 }
 
-/// Maps a `changed` stream event to a client event (DESIGN §4). The
+/// Maps a `changed` stream event to a client event (docs/DESIGN.md §4). The
 /// arguments stay raw JSON text: the hot path copies bytes, it does not
 /// build values.
 pub fn map_event(collection: &str, event_name: &str, args: &[&RawValue]) -> Mapped {

@@ -1,4 +1,4 @@
-//! The SignalR-compatible hub (`protocol/signalr.md`), so a front end
+//! The SignalR-compatible hub (`docs/protocol/signalr.md`), so a front end
 //! written for the official `@microsoft/signalr` client works unchanged:
 //! `POST {hub}/negotiate` (versions 0 and 1, WebSockets only), CORS, and the
 //! websocket at `{hub}?id=…` (or without `id`: skipNegotiation).

@@ -1,4 +1,4 @@
-//! The SignalR JSON hub protocol (`protocol/signalr.md` §3–§4): records are
+//! The SignalR JSON hub protocol (`docs/protocol/signalr.md` §3–§4): records are
 //! JSON objects each ended by 0x1E; several may share a websocket message,
 //! and a record never spans two.
 

@@ -1,4 +1,4 @@
-//! `login`, `logout`, `me` (`protocol/rocketchat.md` §1.4–§1.6).
+//! `login`, `logout`, `me` (`docs/protocol/rocketchat.md` §1.4–§1.6).
 
 use super::{Ctx, Reply};
 use crate::error::MeteorError;

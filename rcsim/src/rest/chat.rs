@@ -1,4 +1,4 @@
-//! `chat.*` and the history endpoints (`protocol/rocketchat.md` §1.8).
+//! `chat.*` and the history endpoints (`docs/protocol/rocketchat.md` §1.8).
 
 use super::{Ctx, Reply};
 use crate::ejson::{parse_iso, rest_dates};

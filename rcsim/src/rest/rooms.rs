@@ -1,5 +1,5 @@
 //! Rooms and subscriptions: `im.create`, `channels.*`, `groups.*`,
-//! `rooms.get`, `subscriptions.*` (`protocol/rocketchat.md` §1.8).
+//! `rooms.get`, `subscriptions.*` (`docs/protocol/rocketchat.md` §1.8).
 
 use super::{Ctx, Reply};
 use crate::ejson::parse_iso;

@@ -1,4 +1,4 @@
-//! `users.*` (`protocol/rocketchat.md` §1.7, §9.3, §9.4).
+//! `users.*` (`docs/protocol/rocketchat.md` §1.7, §9.3, §9.4).
 
 use super::{Ctx, Reply};
 use crate::error::MeteorError;
