@@ -1,40 +1,19 @@
-//! Configuration: `config.toml`, parsed strictly (unknown keys are errors
-//! that name the key), then validated. Secrets are never stored in the
-//! struct's `Debug` output and may come from the file itself, an environment
-//! variable, a file, or a systemd credential.
+//! Configuration: `config.toml`, parsed strictly into one set of structs
+//! (unknown keys are errors that name the key), then validated in place.
+//! Secrets resolve as they are read (inline, an environment variable, a file,
+//! or a systemd credential) and never print. Tests and the demo build a
+//! [`Config`] as values ([`Config::for_rocketchat`]), not as TOML text.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A secret as written in the config: `"inline"`, `{ env = "NAME" }`,
+/// A secret: written in the config as `"inline"`, `{ env = "NAME" }`,
 /// `{ file = "/path" }` or `{ credential = "name" }` (read from
-/// `$CREDENTIALS_DIRECTORY/name`, systemd's `LoadCredential=`).
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-pub enum SecretSource {
-    /// The value itself.
-    Inline(String),
-    /// From an environment variable.
-    Env {
-        /// Variable name.
-        env: String,
-    },
-    /// From a file (trailing newline trimmed).
-    File {
-        /// Path.
-        file: PathBuf,
-    },
-    /// From a systemd credential.
-    Credential {
-        /// Credential name.
-        credential: String,
-    },
-}
-
-/// A resolved secret. `Debug` and `Display` print `***`.
+/// `$CREDENTIALS_DIRECTORY/name`, systemd's `LoadCredential=`), and resolved
+/// as it is read. `Debug` prints `***`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -56,39 +35,59 @@ impl fmt::Debug for Secret {
     }
 }
 
-impl SecretSource {
-    fn resolve(&self, key: &str) -> Result<Secret, String> {
-        let v = match self {
-            SecretSource::Inline(v) => v.clone(),
-            SecretSource::Env { env } => std::env::var(env)
-                .map_err(|_| format!("{key}: environment variable {env} is not set"))?,
-            SecretSource::File { file } => read_secret_file(key, file)?,
+/// Where a secret comes from, as written.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SecretSource {
+    Inline(String),
+    Env { env: String },
+    File { file: PathBuf },
+    Credential { credential: String },
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = SecretSource::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "a secret is \"inline\", { env = \"NAME\" }, { file = \"/path\" } or { credential = \"name\" }",
+            )
+        })?;
+        let v = match source {
+            SecretSource::Inline(v) => v,
+            SecretSource::Env { env } => std::env::var(&env).map_err(|_| {
+                serde::de::Error::custom(format!("environment variable {env} is not set"))
+            })?,
+            SecretSource::File { file } => {
+                read_secret_file(&file).map_err(serde::de::Error::custom)?
+            }
             SecretSource::Credential { credential } => {
                 let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
-                    format!("{key}: credential {credential:?} but CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)")
+                    serde::de::Error::custom(format!("credential {credential:?} but CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)"))
                 })?;
-                read_secret_file(key, &Path::new(&dir).join(credential))?
+                read_secret_file(&Path::new(&dir).join(credential))
+                    .map_err(serde::de::Error::custom)?
             }
         };
         if v.is_empty() {
-            return Err(format!("{key}: the secret is empty"));
+            return Err(serde::de::Error::custom("the secret is empty"));
         }
         Ok(Secret(v))
     }
 }
 
-fn read_secret_file(key: &str, path: &Path) -> Result<String, String> {
+fn read_secret_file(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// How imrelay obtains a user's Rocket.Chat token (`docs/protocol/rocketchat.md` §9).
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginMethod {
     /// The session's own DDP socket logs in with the password digest: only
     /// per-connection limits apply (the default).
+    #[default]
     Ddp,
     /// The admin mints tokens with `users.createToken`.
     CreateToken,
@@ -97,61 +96,69 @@ pub enum LoginMethod {
 }
 
 /// Which password imrelay gives the users it creates and logs in.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PasswordPolicy {
     /// HMAC-SHA256(secret, username), hex: unique per user, never stored.
+    #[default]
     Derived,
     /// One shared password (user bases made by the older .NET integration).
     Default,
 }
 
-// ---- the file's shape ----------------------------------------------------
-
-#[derive(Deserialize)]
+/// A named API key for a backend app.
+#[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    server: RawServer,
-    rocketchat: RawRocketChat,
-    #[serde(default)]
-    users: RawUsers,
-    #[serde(default)]
-    session: RawSession,
-    #[serde(default)]
-    client: RawClient,
+pub struct ApiKey {
+    /// Shown in logs instead of the key.
+    pub name: String,
+    /// The key.
+    pub key: Secret,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApiKey {
-    name: String,
-    key: SecretSource,
+fn listen_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|e| {
+        serde::de::Error::custom(format!("{e} (expected host:port, e.g. 127.0.0.1:8080)"))
+    })
 }
 
-#[derive(Deserialize)]
+/// `[server]`.
+#[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields, default)]
-struct RawServer {
-    listen: String,
-    api_keys: Vec<RawApiKey>,
-    allowed_origins: Vec<String>,
-    hub_path: String,
+pub struct ServerConfig {
+    /// Listen address.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: SocketAddr,
+    /// Backend API keys (at least one, each of 16 characters or more).
+    pub api_keys: Vec<ApiKey>,
+    /// Browser origins allowed (CORS and the websocket `Origin` check).
+    pub allowed_origins: Origins,
+    /// The SignalR hub path.
+    pub hub_path: String,
+    /// Upper bound on a graceful stop.
     #[serde(with = "humantime_serde")]
-    shutdown_timeout: Duration,
-    max_body_bytes: usize,
-    max_proxy_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+    /// Largest backend request body.
+    pub max_body_bytes: usize,
+    /// Largest body passed through to Rocket.Chat (uploads).
+    pub max_proxy_body_bytes: usize,
+    /// How long a request body may take to arrive.
     #[serde(with = "humantime_serde")]
-    body_timeout: Duration,
-    max_connections: usize,
-    max_connections_per_ip: usize,
+    pub body_timeout: Duration,
+    /// Open TCP connections at most (what the descriptor limit leaves is
+    /// lower, then that applies).
+    pub max_connections: usize,
+    /// Open TCP connections from one IP address (an IPv6 /64) at most.
+    pub max_connections_per_ip: usize,
 }
 
-impl Default for RawServer {
+impl Default for ServerConfig {
     fn default() -> Self {
-        RawServer {
-            listen: "127.0.0.1:8080".into(),
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_keys: vec![],
-            allowed_origins: vec![],
+            allowed_origins: Origins::SameOrigin,
             hub_path: "/signalr".into(),
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
@@ -163,185 +170,29 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRocketChat {
-    url: String,
-    ws_url: Option<String>,
-    admin_username: String,
-    admin_password: SecretSource,
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    request_timeout: Duration,
-    #[serde(default = "default_max_frame")]
-    max_frame_bytes: usize,
-    #[serde(default = "default_login_method")]
-    login_method: LoginMethod,
-    create_token_secret: Option<SecretSource>,
-    #[serde(default)]
-    expose_rc_token: bool,
-    #[serde(default = "default_health_interval", with = "humantime_serde")]
-    health_interval: Duration,
-}
-
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_health_interval() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_max_frame() -> usize {
-    16 << 20
-}
-fn default_login_method() -> LoginMethod {
-    LoginMethod::Ddp
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawUsers {
-    password: PasswordPolicy,
-    password_secret: Option<SecretSource>,
-    default_password: Option<SecretSource>,
-    reserved: Vec<String>,
-}
-
-impl Default for RawUsers {
-    fn default() -> Self {
-        RawUsers {
-            password: PasswordPolicy::Derived,
-            password_secret: None,
-            default_password: None,
-            reserved: vec![],
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSession {
-    #[serde(with = "humantime_serde")]
-    idle_ttl: Duration,
-    #[serde(with = "humantime_serde")]
-    reconnect_min: Duration,
-    #[serde(with = "humantime_serde")]
-    reconnect_max: Duration,
-    #[serde(with = "humantime_serde")]
-    ping_interval: Duration,
-    #[serde(with = "humantime_serde")]
-    login_timeout: Duration,
-    clients_keep_alive: bool,
-}
-
-impl Default for RawSession {
-    fn default() -> Self {
-        RawSession {
-            idle_ttl: Duration::from_secs(3600),
-            reconnect_min: Duration::from_millis(500),
-            reconnect_max: Duration::from_secs(30),
-            ping_interval: Duration::from_secs(25),
-            login_timeout: Duration::from_secs(15),
-            clients_keep_alive: true,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawClient {
-    #[serde(with = "humantime_serde")]
-    heartbeat_interval: Duration,
-    #[serde(with = "humantime_serde")]
-    heartbeat_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    write_timeout: Duration,
-    queue_limit: usize,
-    jwt: Option<RawJwt>,
-    abp_passphrase: Option<SecretSource>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJwt {
-    secret: SecretSource,
-    issuer: Option<String>,
-    audience: Option<String>,
-    #[serde(default = "default_username_claim")]
-    username_claim: String,
-}
-
-fn default_username_claim() -> String {
-    "sub".into()
-}
-
-impl Default for RawClient {
-    fn default() -> Self {
-        RawClient {
-            heartbeat_interval: Duration::from_secs(15),
-            heartbeat_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(10),
-            queue_limit: 256,
-            jwt: None,
-            abp_passphrase: None,
-        }
-    }
-}
-
-// ---- the validated configuration -----------------------------------------
-
-/// A named API key for a backend app.
-#[derive(Clone, Debug)]
-pub struct ApiKey {
-    /// Shown in logs instead of the key.
-    pub name: String,
-    /// The key.
-    pub key: Secret,
-}
-
-/// `[server]`.
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// Listen address.
-    pub listen: SocketAddr,
-    /// Backend API keys.
-    pub api_keys: Vec<ApiKey>,
-    /// Browser origins allowed (CORS and the websocket `Origin` check).
-    pub allowed_origins: Origins,
-    /// The SignalR hub path.
-    pub hub_path: String,
-    /// Upper bound on a graceful stop.
-    pub shutdown_timeout: Duration,
-    /// Largest backend request body.
-    pub max_body_bytes: usize,
-    /// Largest body passed through to Rocket.Chat (uploads).
-    pub max_proxy_body_bytes: usize,
-    /// How long a request body may take to arrive.
-    pub body_timeout: Duration,
-    /// Open TCP connections at most (what the descriptor limit leaves is
-    /// lower, then that applies).
-    pub max_connections: usize,
-    /// Open TCP connections from one IP address at most.
-    pub max_connections_per_ip: usize,
-}
-
 /// Which browser origins may use the client endpoints (`server.allowed_origins`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(try_from = "Vec<String>")]
 pub enum Origins {
     /// Only pages served from imrelay's own host (`Origin` matches `Host`):
     /// the default, safe when nothing is configured.
+    #[default]
     SameOrigin,
     /// Any origin (`["*"]`): an explicit choice.
     Any,
-    /// These origins exactly (scheme, host and port), plus the same origin.
+    /// These origins (scheme, host and port, in lower case), plus the same origin.
     List(Vec<String>),
 }
 
-impl Origins {
-    fn from_list(list: Vec<String>) -> Result<Origins, String> {
+impl TryFrom<Vec<String>> for Origins {
+    type Error = String;
+
+    fn try_from(list: Vec<String>) -> Result<Origins, String> {
         if list.iter().any(|o| o == "*") {
             return if list.len() == 1 {
                 Ok(Origins::Any)
             } else {
-                Err("server.allowed_origins: \"*\" allows any origin; list it alone".into())
+                Err("\"*\" allows any origin; list it alone".into())
             };
         }
         // Browsers send scheme and host in lower case.
@@ -355,7 +206,7 @@ impl Origins {
         };
         if let Some(bad) = list.iter().find(|o| !is_origin(o)) {
             return Err(format!(
-                "server.allowed_origins: {bad:?} is not an origin (scheme://host[:port], no path or trailing slash)"
+                "{bad:?} is not an origin (scheme://host[:port], no path or trailing slash)"
             ));
         }
         Ok(if list.is_empty() {
@@ -364,7 +215,9 @@ impl Origins {
             Origins::List(list)
         })
     }
+}
 
+impl Origins {
     /// Whether a browser page from `origin` may connect to a server that it
     /// reached as `host` (the request's `Host` header).
     pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
@@ -382,33 +235,70 @@ impl Origins {
 }
 
 /// `[rocketchat]`.
-#[derive(Clone, Debug)]
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct RocketChatConfig {
     /// `http(s)://host[:port]`, no trailing slash.
     pub url: String,
-    /// `ws(s)://host[:port]/websocket`.
+    /// `ws(s)://host[:port]/websocket`; derived from `url` when left out.
+    #[serde(default)]
     pub ws_url: String,
     /// Admin account.
     pub admin_username: String,
     /// Its password.
     pub admin_password: Secret,
     /// Per REST call.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Largest DDP frame accepted (reassembled).
+    #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
     /// How users' tokens are obtained.
+    #[serde(default)]
     pub login_method: LoginMethod,
     /// `CREATE_TOKENS_FOR_USERS_SECRET` for `login_method = "create_token"` on 8.x.
+    #[serde(default)]
     pub create_token_secret: Option<Secret>,
     /// Front-end auth mode: login also returns the Rocket.Chat token, so a
     /// browser can hold its own DDP connection.
+    #[serde(default)]
     pub expose_rc_token: bool,
     /// How often the admin agent checks that Rocket.Chat answers (`/readyz`).
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
     pub health_interval: Duration,
 }
 
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_frame() -> usize {
+    16 << 20
+}
+
+impl RocketChatConfig {
+    /// A server at `url` with this admin account, everything else default.
+    pub fn new(url: &str, admin_username: &str, admin_password: Secret) -> Self {
+        RocketChatConfig {
+            url: url.into(),
+            ws_url: String::new(),
+            admin_username: admin_username.into(),
+            admin_password,
+            request_timeout: default_request_timeout(),
+            max_frame_bytes: default_max_frame(),
+            login_method: LoginMethod::default(),
+            create_token_secret: None,
+            expose_rc_token: false,
+            health_interval: default_health_interval(),
+        }
+    }
+}
+
 /// `[users]`.
-#[derive(Clone, Debug)]
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
 pub struct UsersConfig {
     /// Password policy.
     pub password: PasswordPolicy,
@@ -416,37 +306,60 @@ pub struct UsersConfig {
     pub password_secret: Option<Secret>,
     /// Password for `default`.
     pub default_password: Option<Secret>,
-    /// Accounts that are never end users (lower case): the admin, Rocket.Chat's
-    /// own `rocket.cat`, and `users.reserved` (bot accounts).
+    /// Accounts that are never end users (lower case once validated): the
+    /// admin, Rocket.Chat's own `rocket.cat`, and those configured (bots).
     pub reserved: Vec<String>,
 }
 
 /// `[session]`.
-#[derive(Clone, Debug)]
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// A session ends after this long without activity.
+    #[serde(with = "humantime_serde")]
     pub idle_ttl: Duration,
     /// First reconnect delay.
+    #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
     /// Largest reconnect delay.
+    #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
     /// Ping Rocket.Chat after this much silence; reconnect after twice it.
+    #[serde(with = "humantime_serde")]
     pub ping_interval: Duration,
     /// How long a login may take.
+    #[serde(with = "humantime_serde")]
     pub login_timeout: Duration,
     /// Connected clients keep their user's session alive (otherwise only
     /// backend logins do, and a session can end under open clients).
     pub clients_keep_alive: bool,
 }
 
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_ttl: Duration::from_secs(3600),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(25),
+            login_timeout: Duration::from_secs(15),
+            clients_keep_alive: true,
+        }
+    }
+}
+
 /// `[client]`.
-#[derive(Clone, Debug)]
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
     /// Websocket ping interval.
+    #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// Close after this much silence.
+    #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
-    /// Close, abortively, a client whose socket takes no bytes for this long.
+    /// Longest output may wait for a client's socket to take it.
+    #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
     /// Deliveries (the events of one read from Rocket.Chat each) queued per
     /// client before it is closed as a slow consumer.
@@ -457,8 +370,22 @@ pub struct ClientConfig {
     pub abp_passphrase: Option<Secret>,
 }
 
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            queue_limit: 256,
+            jwt: None,
+            abp_passphrase: None,
+        }
+    }
+}
+
 /// `[client.jwt]`: HS256 JWTs from the backend.
-#[derive(Clone, Debug)]
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// The shared HS256 secret.
     pub secret: Secret,
@@ -468,21 +395,31 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// The claim holding the username (`sub`, or ABP's
     /// `http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name`).
+    #[serde(default = "default_username_claim")]
     pub username_claim: String,
 }
 
+fn default_username_claim() -> String {
+    "sub".into()
+}
+
 /// The whole configuration.
-#[derive(Clone, Debug)]
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[server]`.
+    #[serde(default)]
     pub server: ServerConfig,
     /// `[rocketchat]`.
     pub rocketchat: RocketChatConfig,
     /// `[users]`.
+    #[serde(default)]
     pub users: UsersConfig,
     /// `[session]`.
+    #[serde(default)]
     pub session: SessionConfig,
     /// `[client]`.
+    #[serde(default)]
     pub client: ClientConfig,
 }
 
@@ -496,96 +433,50 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        Config::validate(raw)
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validated()
     }
 
-    fn validate(raw: RawConfig) -> Result<Config, String> {
-        let listen: SocketAddr =
-            raw.server.listen.parse().map_err(|e| {
-                format!("server.listen: {e} (expected host:port, e.g. 127.0.0.1:8080)")
-            })?;
-        let mut api_keys = vec![];
-        for (i, k) in raw.server.api_keys.iter().enumerate() {
-            let key = k.key.resolve(&format!("server.api_keys[{i}].key"))?;
-            if key.expose().len() < 16 {
+    /// Checks what the types alone do not, naming the key, and completes
+    /// what is derived (the DDP URL, the reserved accounts).
+    pub fn validated(mut self) -> Result<Config, String> {
+        for (i, k) in self.server.api_keys.iter().enumerate() {
+            if k.key.expose().len() < 16 {
                 return Err(format!(
                     "server.api_keys[{i}].key ({}): use at least 16 characters",
                     k.name
                 ));
             }
-            api_keys.push(ApiKey {
-                name: k.name.clone(),
-                key,
-            });
         }
-        if api_keys.is_empty() {
+        if self.server.api_keys.is_empty() {
             return Err("server.api_keys: configure at least one key for backend apps".into());
         }
-        if !raw.server.hub_path.starts_with('/') {
+        if !self.server.hub_path.starts_with('/') {
             return Err("server.hub_path: must start with '/'".into());
         }
-        let url = raw.rocketchat.url.trim_end_matches('/').to_string();
-        let ws_url = match raw.rocketchat.ws_url {
-            Some(u) => u,
-            None => {
-                derive_ws_url(&url).ok_or("rocketchat.url: must start with http:// or https://")?
-            }
-        };
-        if !(ws_url.starts_with("ws://") || ws_url.starts_with("wss://")) {
+        let sv = &self.server;
+        if sv.body_timeout < Duration::from_millis(100) {
+            return Err("server.body_timeout: at least 100ms".into());
+        }
+        if sv.max_connections == 0 || sv.max_connections_per_ip == 0 {
+            return Err("server.max_connections, max_connections_per_ip: at least 1".into());
+        }
+        let rc = &mut self.rocketchat;
+        rc.url = rc.url.trim_end_matches('/').to_string();
+        if rc.ws_url.is_empty() {
+            rc.ws_url = derive_ws_url(&rc.url)
+                .ok_or("rocketchat.url: must start with http:// or https://")?;
+        }
+        if !(rc.ws_url.starts_with("ws://") || rc.ws_url.starts_with("wss://")) {
             return Err("rocketchat.ws_url: must start with ws:// or wss://".into());
         }
-        let rocketchat = RocketChatConfig {
-            url,
-            ws_url,
-            admin_username: raw.rocketchat.admin_username,
-            admin_password: raw
-                .rocketchat
-                .admin_password
-                .resolve("rocketchat.admin_password")?,
-            request_timeout: raw.rocketchat.request_timeout,
-            max_frame_bytes: raw.rocketchat.max_frame_bytes,
-            login_method: raw.rocketchat.login_method,
-            create_token_secret: raw
-                .rocketchat
-                .create_token_secret
-                .map(|s| s.resolve("rocketchat.create_token_secret"))
-                .transpose()?,
-            expose_rc_token: raw.rocketchat.expose_rc_token,
-            health_interval: raw.rocketchat.health_interval,
-        };
-        if rocketchat.health_interval < Duration::from_millis(100) {
-            return Err("rocketchat.health_interval: at least 100ms".into());
-        }
-        if rocketchat.max_frame_bytes < 64 << 10 {
+        if rc.max_frame_bytes < 64 << 10 {
             return Err("rocketchat.max_frame_bytes: at least 65536".into());
         }
-        let users = UsersConfig {
-            password: raw.users.password,
-            password_secret: raw
-                .users
-                .password_secret
-                .map(|s| s.resolve("users.password_secret"))
-                .transpose()?,
-            default_password: raw
-                .users
-                .default_password
-                .map(|s| s.resolve("users.default_password"))
-                .transpose()?,
-            reserved: {
-                let mut r: Vec<String> = vec![];
-                for name in [rocketchat.admin_username.as_str(), "rocket.cat"]
-                    .into_iter()
-                    .chain(raw.users.reserved.iter().map(String::as_str))
-                {
-                    let name = name.to_ascii_lowercase();
-                    if !r.contains(&name) {
-                        r.push(name);
-                    }
-                }
-                r
-            },
-        };
+        if rc.health_interval < Duration::from_millis(100) {
+            return Err("rocketchat.health_interval: at least 100ms".into());
+        }
+        let users = &mut self.users;
         match users.password {
             PasswordPolicy::Derived if users.password_secret.is_none() => {
                 return Err("users.password_secret: required with password = \"derived\"".into())
@@ -595,7 +486,18 @@ impl Config {
             }
             _ => {}
         }
-        let s = raw.session;
+        let mut reserved: Vec<String> = vec![];
+        for name in [self.rocketchat.admin_username.as_str(), "rocket.cat"]
+            .into_iter()
+            .chain(users.reserved.iter().map(String::as_str))
+        {
+            let name = name.to_ascii_lowercase();
+            if !reserved.contains(&name) {
+                reserved.push(name);
+            }
+        }
+        users.reserved = reserved;
+        let s = &self.session;
         if s.reconnect_min.is_zero() || s.reconnect_max < s.reconnect_min {
             return Err(
                 "session.reconnect_min/reconnect_max: need 0 < reconnect_min <= reconnect_max"
@@ -605,7 +507,7 @@ impl Config {
         if s.idle_ttl < Duration::from_secs(1) {
             return Err("session.idle_ttl: at least 1s".into());
         }
-        let c = raw.client;
+        let c = &self.client;
         if c.heartbeat_timeout <= c.heartbeat_interval {
             return Err(
                 "client.heartbeat_timeout: must be longer than client.heartbeat_interval".into(),
@@ -617,77 +519,31 @@ impl Config {
         if c.write_timeout < Duration::from_millis(100) {
             return Err("client.write_timeout: at least 100ms".into());
         }
-        let sv = &raw.server;
-        if sv.body_timeout < Duration::from_millis(100) {
-            return Err("server.body_timeout: at least 100ms".into());
-        }
-        if sv.max_connections == 0 || sv.max_connections_per_ip == 0 {
-            return Err("server.max_connections, max_connections_per_ip: at least 1".into());
-        }
-        Ok(Config {
-            server: ServerConfig {
-                listen,
-                api_keys,
-                allowed_origins: Origins::from_list(raw.server.allowed_origins)?,
-                hub_path: raw.server.hub_path,
-                shutdown_timeout: raw.server.shutdown_timeout,
-                max_body_bytes: raw.server.max_body_bytes,
-                max_proxy_body_bytes: raw.server.max_proxy_body_bytes,
-                body_timeout: raw.server.body_timeout,
-                max_connections: raw.server.max_connections,
-                max_connections_per_ip: raw.server.max_connections_per_ip,
-            },
-            rocketchat,
-            users,
-            session: SessionConfig {
-                idle_ttl: s.idle_ttl,
-                reconnect_min: s.reconnect_min,
-                reconnect_max: s.reconnect_max,
-                ping_interval: s.ping_interval,
-                login_timeout: s.login_timeout,
-                clients_keep_alive: s.clients_keep_alive,
-            },
-            client: ClientConfig {
-                heartbeat_interval: c.heartbeat_interval,
-                heartbeat_timeout: c.heartbeat_timeout,
-                write_timeout: c.write_timeout,
-                queue_limit: c.queue_limit,
-                jwt: match c.jwt {
-                    Some(j) => Some(JwtConfig {
-                        secret: j.secret.resolve("client.jwt.secret")?,
-                        issuer: j.issuer,
-                        audience: j.audience,
-                        username_claim: j.username_claim,
-                    }),
-                    None => None,
-                },
-                abp_passphrase: c
-                    .abp_passphrase
-                    .map(|s| s.resolve("client.abp_passphrase"))
-                    .transpose()?,
-            },
-        })
+        Ok(self)
     }
 
     /// A configuration for tests and the demo: everything default, pointed
-    /// at `rc_url`, with the given admin and API key.
+    /// at `rc_url`, with the given admin and API key, listening on port 0.
     pub fn for_rocketchat(rc_url: &str, admin: (&str, &str), api_key: &str) -> Config {
-        let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-api_keys = [{{ name = "default", key = "{api_key}" }}]
-[rocketchat]
-url = "{rc_url}"
-admin_username = "{}"
-admin_password = "{}"
-[users]
-password = "derived"
-password_secret = "imrelay-demo-password-secret"
-"#,
-            admin.0, admin.1
-        );
-        Config::parse(&text).expect("the built-in config is valid")
+        Config {
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                api_keys: vec![ApiKey {
+                    name: "default".into(),
+                    key: Secret::new(api_key),
+                }],
+                ..ServerConfig::default()
+            },
+            rocketchat: RocketChatConfig::new(rc_url, admin.0, Secret::new(admin.1)),
+            users: UsersConfig {
+                password_secret: Some(Secret::new("imrelay-demo-password-secret")),
+                ..UsersConfig::default()
+            },
+            session: SessionConfig::default(),
+            client: ClientConfig::default(),
+        }
+        .validated()
+        .expect("the built-in config is valid")
     }
 }
 
@@ -734,7 +590,10 @@ password_secret = "s"
         let e = Config::parse(&MIN.replace("[users]", "[users]\npasword = \"x\"")).unwrap_err();
         assert!(e.contains("pasword"), "{e}");
         let e = Config::parse(&MIN.replace("[server]", "[server]\nlisten = \"nope\"")).unwrap_err();
-        assert!(e.contains("server.listen"), "{e}");
+        assert!(
+            e.contains("listen = \"nope\"") && e.contains("host:port"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -764,7 +623,7 @@ password_secret = "s"
         ))
         .unwrap_err();
         assert!(
-            e.contains("rocketchat.admin_password") && e.contains("IMRELAY_NOPE_NOT_SET"),
+            e.contains("admin_password") && e.contains("IMRELAY_NOPE_NOT_SET"),
             "{e}"
         );
         let e = Config::parse(&MIN.replace(
@@ -815,7 +674,7 @@ password_secret = "s"
                 &MIN.replace("[server]", &format!("[server]\nallowed_origins = {bad}")),
             )
             .unwrap_err();
-            assert!(e.contains("server.allowed_origins"), "{bad}: {e}");
+            assert!(e.contains("allowed_origins"), "{bad}: {e}");
         }
     }
 
