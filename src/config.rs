@@ -397,6 +397,13 @@ pub struct JwtConfig {
     /// `http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name`).
     #[serde(default = "default_username_claim")]
     pub username_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_username_claim() -> String {

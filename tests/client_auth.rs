@@ -24,6 +24,7 @@ fn jwt_cfg(claim: &str) -> JwtConfig {
         issuer: Some("crm".into()),
         audience: Some("chat".into()),
         username_claim: claim.into(),
+        leeway: std::time::Duration::ZERO,
     }
 }
 
@@ -117,7 +118,7 @@ async fn abp_username_claim_and_enc_auth_token() {
     let enc = imrelay::abp::encrypt(&token, "gsKxGZ012HLL3MI5");
     let q = format!(
         "?enc_auth_token={}",
-        imrelay::rocketchat::rest::urlencode(&enc)
+        percent_encoding::utf8_percent_encode(&enc, percent_encoding::NON_ALPHANUMERIC)
     );
     // ABP's script: no Authorization on negotiate, enc_auth_token in the query.
     let mut r = env
@@ -132,8 +133,8 @@ async fn abp_username_claim_and_enc_auth_token() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v.get("connectionToken").is_some(), "{v}");
     assert_eq!(ws_status(&env, &q).await, 101);
-    let wrong =
-        imrelay::rocketchat::rest::urlencode(&imrelay::abp::encrypt(&token, "another-passphrase"));
+    let other = imrelay::abp::encrypt(&token, "another-passphrase");
+    let wrong = percent_encoding::utf8_percent_encode(&other, percent_encoding::NON_ALPHANUMERIC);
     assert_eq!(
         ws_status(&env, &format!("?enc_auth_token={wrong}")).await,
         401

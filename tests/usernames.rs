@@ -85,6 +85,7 @@ async fn a_jwt_naming_the_admin_is_refused_without_a_login_attempt() {
             issuer: None,
             audience: None,
             username_claim: "sub".into(),
+            leeway: std::time::Duration::ZERO,
         })
     })
     .await;

@@ -43,61 +43,47 @@ pub struct Event {
 }
 
 /// What a Rocket.Chat call can go wrong with, in terms a backend can act on.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum RcError {
     /// The token is not (or no longer) valid.
+    #[error("Rocket.Chat rejected the token (401)")]
     Unauthorized,
     /// Rocket.Chat rejected the login: wrong password or unknown user.
+    #[error("Rocket.Chat rejected the login: {0}")]
     BadCredentials(String),
     /// The account lacks a permission.
+    #[error("Rocket.Chat refused: {0}")]
     Forbidden(String),
     /// No such user or resource.
+    #[error("not found in Rocket.Chat: {0}")]
     NotFound(String),
     /// Username or email already taken.
+    #[error("conflict in Rocket.Chat: {0}")]
     Conflict(String),
     /// Rate-limited: retry after this long.
+    #[error("Rocket.Chat rate-limited the call; retry in {}s (grant the users' role the permission api-bypass-rate-limit, or raise API_Enable_Rate_Limiter_Limit_Calls_Default)", retry_after.as_secs_f64().ceil())]
     RateLimited {
         /// From `X-RateLimit-Reset` (epoch ms) or the DDP `timeToReset`.
         retry_after: Duration,
     },
     /// Two-factor authentication blocks the call; the text names the setting to change.
+    #[error("Rocket.Chat demands two-factor authentication: {0}")]
     TwoFactor(String),
     /// Rocket.Chat blocked logins after failures.
+    #[error("Rocket.Chat blocked logins after failed attempts ({0}); check the password policy, then wait or adjust Block_Multiple_Failed_Logins_*")]
     LoginBlocked(String),
     /// The account is deactivated.
+    #[error("the Rocket.Chat account is deactivated")]
     Deactivated,
     /// Rocket.Chat said 400 for another reason.
+    #[error("Rocket.Chat rejected the request: {0}")]
     Rejected(String),
     /// Rocket.Chat answered 5xx or something unparseable.
+    #[error("Rocket.Chat failed: {0}")]
     Server(String),
     /// Rocket.Chat could not be reached (refused, DNS, TLS, timeout).
+    #[error("Rocket.Chat is unreachable: {0}")]
     Unreachable(String),
-}
-
-impl fmt::Display for RcError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RcError::Unauthorized => f.write_str("Rocket.Chat rejected the token (401)"),
-            RcError::BadCredentials(m) => write!(f, "Rocket.Chat rejected the login: {m}"),
-            RcError::Forbidden(m) => write!(f, "Rocket.Chat refused: {m}"),
-            RcError::NotFound(m) => write!(f, "not found in Rocket.Chat: {m}"),
-            RcError::Conflict(m) => write!(f, "conflict in Rocket.Chat: {m}"),
-            RcError::RateLimited { retry_after } => write!(
-                f,
-                "Rocket.Chat rate-limited the call; retry in {}s (grant the users' role the permission api-bypass-rate-limit, or raise API_Enable_Rate_Limiter_Limit_Calls_Default)",
-                retry_after.as_secs_f64().ceil()
-            ),
-            RcError::TwoFactor(m) => write!(f, "Rocket.Chat demands two-factor authentication: {m}"),
-            RcError::LoginBlocked(m) => write!(
-                f,
-                "Rocket.Chat blocked logins after failed attempts ({m}); check the password policy, then wait or adjust Block_Multiple_Failed_Logins_*"
-            ),
-            RcError::Deactivated => f.write_str("the Rocket.Chat account is deactivated"),
-            RcError::Rejected(m) => write!(f, "Rocket.Chat rejected the request: {m}"),
-            RcError::Server(m) => write!(f, "Rocket.Chat failed: {m}"),
-            RcError::Unreachable(m) => write!(f, "Rocket.Chat is unreachable: {m}"),
-        }
-    }
 }
 
 /// The advice for a `totp-required` answer, by 2FA method.

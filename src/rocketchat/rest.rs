@@ -260,7 +260,9 @@ impl RestClient {
         admin_password: &str,
         username: &str,
     ) -> Result<Option<Value>, RcError> {
-        let path = format!("/api/v1/users.info?username={}", urlencode(username));
+        let username =
+            percent_encoding::utf8_percent_encode(username, percent_encoding::NON_ALPHANUMERIC);
+        let path = format!("/api/v1/users.info?username={username}");
         match self
             .json(
                 Method::GET,
@@ -374,18 +376,6 @@ fn creds_from(data: &Value) -> Option<Credentials> {
     })
 }
 
-/// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +441,5 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        assert_eq!(urlencode("a b&c"), "a%20b%26c");
     }
 }
