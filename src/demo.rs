@@ -8,11 +8,10 @@
 //! `ANY /demo/rc/{path}` runs chat actions with that client token, and
 //! `GET|POST /demo/simulate` reads or flips the bot.
 
-use crate::client_auth;
+use crate::api::errors::ApiError;
+use crate::clients::credentials as client_auth;
 use crate::config::Config;
-use crate::http::backend::ensure_login;
-use crate::http::errors::ApiError;
-use crate::http::AppState;
+use crate::core::relay::Relay;
 use crate::rocketchat::rest::RestClient;
 use crate::{Daemon, ExtraRoutes};
 use actix_web::http::StatusCode;
@@ -89,7 +88,7 @@ async fn index() -> HttpResponse {
 /// `POST /demo/login/{username}`: a client token for a demo user.
 async fn login(
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    relay: web::Data<Relay>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
     let username = path.into_inner();
@@ -100,7 +99,7 @@ async fn login(
             "the demo has alice, bob and carol",
         ));
     }
-    let entry = ensure_login(&state, &rest, &username, None, false).await?;
+    let entry = relay.login(&rest, &username, None, false).await?;
     let name = USERS.iter().find(|(u, _)| *u == username).map(|(_, n)| *n);
     Ok(HttpResponse::Ok().json(json!({"username": username, "name": name, "rc_user_id": entry.rc_user_id, "client_token": entry.client_token})))
 }
@@ -109,19 +108,19 @@ async fn login(
 async fn rc(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    relay: web::Data<Relay>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(token) = client_auth::credential(&req, &state)? else {
+    let Some(token) = client_auth::credential(&req, &relay)? else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_client_token",
             "send Authorization: Bearer <client_token>",
         ));
     };
-    let username = client_auth::authenticate_token(&token, &state, &rest).await?;
-    let path = crate::http::proxy::route_path(&req)?;
-    crate::http::proxy::as_user(&req, &username, &path, payload, &state, &rest).await
+    let username = client_auth::authenticate_token(&token, &relay, &rest).await?;
+    let path = crate::api::proxy::route_path(&req)?;
+    crate::api::proxy::as_user(&req, &username, &path, payload, &relay, &rest).await
 }
 
 /// `GET|POST /demo/simulate` (`{"on": bool}`).

@@ -3,58 +3,46 @@
 //! Puts a Rocket.Chat server behind a business application as its
 //! instant-messaging component (see `README.md` and `docs/DESIGN.md`).
 //!
-//! Layout:
-//! - [`config`]: `config.toml`, strict parsing, secrets.
-//! - [`rocketchat`]: everything Rocket.Chat-specific (REST client, DDP
-//!   frames, event mapping) behind neutral types.
-//! - [`admin`]: the admin agent actor.
-//! - [`cache`]: the token cache (generations, idle TTL, client tokens).
-//! - [`session`] + [`ddp_conn`]: one actor per logged-in user and its DDP socket.
-//! - [`registry`]: routes session events to each user's clients.
-//! - [`client_ws`]: the native client websocket actor; [`signalr`]: the
-//!   SignalR-compatible hub; [`client_auth`] (+ [`jwt`], [`abp`]): who a client is.
-//! - [`http`]: backend API, health, websocket upgrades.
-//! - [`doctor`]: checks a Rocket.Chat server's settings for imrelay.
+//! Layout (docs/ARCHITECTURE.md draws it): a relay core and three adapters
+//! around it, imports pointing one way (adapters → core → upstream/config).
+//! - [`core`]: the relay, knowing no wire format and no HTTP: the façade
+//!   ([`core::relay::Relay`]), the registry shards, the session actors, the
+//!   token cache, the admin agent, readiness, the username rule.
+//! - [`rocketchat`]: upstream: REST client, DDP frames and connection, event
+//!   mapping, one error classification, the readiness probe, the doctor.
+//! - [`clients`]: downstream: credentials (client token, JWT, ABP), the
+//!   upgrade path, the native protocol and the SignalR hub.
+//! - [`api`]: the backend HTTP API (API key, users, sessions, proxy, health).
+//! - [`config`]: `config.toml` as one set of structs; [`admission`]: the
+//!   listener's connection bounds; [`fragments`]: websocket reassembly.
 //! - [`demo`]: `imrelay demo`.
-//! - [`username`]: the one username rule (lower case, reserved accounts).
-//! - [`passwords`], [`fragments`]: small helpers.
 //! - this file: [`Daemon`], the running daemon shared by `main` and tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod abp;
-pub mod admin;
-pub mod cache;
-pub mod client_auth;
-pub mod client_ws;
+pub mod admission;
+pub mod api;
+pub mod clients;
 pub mod config;
-pub mod ddp_conn;
+pub mod core;
 pub mod demo;
-pub mod doctor;
 pub mod fragments;
-pub mod http;
-pub mod jwt;
-pub mod passwords;
-pub mod readiness;
-pub mod registry;
 pub mod rocketchat;
-pub mod session;
-pub mod signalr;
 #[cfg(test)]
 mod testing;
-pub mod timers;
-pub mod username;
 
+use crate::core::admin::{self, AdminAgent};
+use crate::core::cache::TokenCache;
+use crate::core::readiness;
+use crate::core::registry::Registries;
+use crate::core::relay::Relay;
 use actix::{Actor, Addr};
 use actix_http::HttpService;
 use actix_service::{map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, ServerHandle};
 use actix_web::{web, App};
-use admin::AdminAgent;
-use cache::TokenCache;
 use config::Config;
 use futures_util::future::{Either, FutureExt};
-use registry::Registries;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -69,7 +57,7 @@ pub struct Daemon {
     ready: Arc<readiness::Readiness>,
     cfg: Arc<Config>,
     cache: Arc<TokenCache>,
-    admission: Arc<http::admission::Admission>,
+    admission: Arc<admission::Admission>,
 }
 
 /// Installs rustls' crypto provider once: awc's rustls support panics at
@@ -118,9 +106,15 @@ impl Daemon {
         let cfg = Arc::new(cfg);
         let cache = Arc::new(TokenCache::new(cfg.session.idle_ttl));
         let ready = Arc::new(readiness::Readiness::default());
-        let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&cache));
-        let fds = http::admission::descriptor_limit();
-        let admission = Arc::new(http::admission::Admission::new(
+        // How each client protocol writes an event, for the registry to use
+        // without knowing either wire format.
+        let wires = [
+            clients::native::event_frame as core::registry::EventFrame,
+            clients::signalr::protocol::invocation_frame,
+        ];
+        let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&cache), wires);
+        let fds = admission::descriptor_limit();
+        let admission = Arc::new(admission::Admission::new(
             cfg.server.max_connections,
             cfg.server.max_connections_per_ip,
             fds,
@@ -132,22 +126,23 @@ impl Daemon {
             fds.map_or("unknown".into(), |n| n.to_string())
         );
         let admin = AdminAgent::new(Arc::clone(&cfg), Arc::clone(&ready)).start();
-        let state = web::Data::new(http::AppState {
-            cfg: Arc::clone(&cfg),
-            cache: Arc::clone(&cache),
-            registry: registry.clone(),
-            admin: admin.clone(),
-            ready: Arc::clone(&ready),
-            login_gate: Arc::default(),
-            signalr: Arc::default(),
-            admission: Arc::clone(&admission),
-        });
+        let relay = web::Data::new(Relay::new(
+            Arc::clone(&cfg),
+            Arc::clone(&cache),
+            registry.clone(),
+            admin.clone(),
+            Arc::clone(&ready),
+        ));
+        let hub = web::Data::new(clients::signalr::Connections::default());
+        let admitted = web::Data::from(Arc::clone(&admission));
         let max_body = cfg.server.max_body_bytes;
         let hub_path = cfg.server.hub_path.clone();
         let (rc_url, rc_timeout) = (cfg.rocketchat.url.clone(), cfg.rocketchat.request_timeout);
         let make_app = move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(relay.clone())
+                .app_data(hub.clone())
+                .app_data(admitted.clone())
                 // awc::Client is !Send: one REST client per worker thread.
                 .app_data(web::Data::new(rocketchat::rest::RestClient::new(
                     &rc_url, rc_timeout,
@@ -155,7 +150,7 @@ impl Daemon {
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
-                        .error_handler(http::errors::json_error),
+                        .error_handler(api::errors::json_error),
                 )
                 .app_data(web::PayloadConfig::new(max_body))
                 .configure(|c| {
@@ -163,11 +158,12 @@ impl Daemon {
                         extra(c);
                     }
                 })
-                .configure(http::routes(hub_path.clone()))
+                .configure(api::configure)
+                .configure(clients::configure(hub_path.clone()))
         };
         // actix-web's HttpServer, assembled by hand for one addition: an
         // upgrade service, so client websockets leave the HTTP dispatcher
-        // and its fixed buffers (see http::upgrade).
+        // and its fixed buffers (see clients::upgrade).
         let server = actix_server::Server::build()
             .workers(cores())
             .disable_signals()
@@ -186,7 +182,7 @@ impl Daemon {
                                 .map_err(|_| log::error!("the upgrade service did not start"))?;
                             let app = Rc::new(app);
                             Ok::<_, ()>(actix_service::fn_service(move |(req, framed)| {
-                                http::upgrade::serve(Rc::clone(&app), req, framed)
+                                clients::upgrade::serve(Rc::clone(&app), req, framed)
                             }))
                         }
                     });

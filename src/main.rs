@@ -71,7 +71,7 @@ fn main() {
         }
         Command::Demo { listen, quiet } => imrelay_demo(&listen, !quiet),
         Command::Doctor => match Config::from_file(&cli.config) {
-            Ok(cfg) => imrelay::doctor::run(cfg),
+            Ok(cfg) => imrelay::rocketchat::doctor::run(cfg),
             Err(e) => {
                 eprintln!("imrelay: {e}");
                 2

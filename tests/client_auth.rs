@@ -41,7 +41,7 @@ async fn ws_status(env: &common::Env, query: &str) -> u16 {
 async fn a_jwt_logs_the_user_in_and_opens_the_socket() {
     let env = start(Settings::default(), |c| c.client.jwt = Some(jwt_cfg("sub"))).await;
     env.sync("alice").await;
-    let token = imrelay::jwt::sign(
+    let token = imrelay::clients::jwt::sign(
         &json!({"sub": "alice", "exp": now() + 300, "iss": "crm", "aud": "chat"}),
         SECRET,
     );
@@ -76,10 +76,11 @@ async fn bad_jwts_are_refused_with_reasons() {
         f(&mut c);
         c
     };
-    let expired = imrelay::jwt::sign(&claims(&|c| c["exp"] = json!(now() - 1)), SECRET);
-    let forged = imrelay::jwt::sign(&claims(&|_| {}), "not-the-secret");
-    let audience = imrelay::jwt::sign(&claims(&|c| c["aud"] = json!("other")), SECRET);
-    let no_claim = imrelay::jwt::sign(&claims(&|c| c["sub"] = serde_json::Value::Null), SECRET);
+    let expired = imrelay::clients::jwt::sign(&claims(&|c| c["exp"] = json!(now() - 1)), SECRET);
+    let forged = imrelay::clients::jwt::sign(&claims(&|_| {}), "not-the-secret");
+    let audience = imrelay::clients::jwt::sign(&claims(&|c| c["aud"] = json!("other")), SECRET);
+    let no_claim =
+        imrelay::clients::jwt::sign(&claims(&|c| c["sub"] = serde_json::Value::Null), SECRET);
     for (t, why) in [
         (expired, "expired"),
         (forged, "signature"),
@@ -111,11 +112,11 @@ async fn abp_username_claim_and_enc_auth_token() {
     })
     .await;
     env.sync("bob").await;
-    let token = imrelay::jwt::sign(
+    let token = imrelay::clients::jwt::sign(
         &json!({"sub": "42", ABP_NAME: "bob", "exp": now() + 300, "iss": "crm", "aud": "chat"}),
         SECRET,
     );
-    let enc = imrelay::abp::encrypt(&token, "gsKxGZ012HLL3MI5");
+    let enc = imrelay::clients::abp::encrypt(&token, "gsKxGZ012HLL3MI5");
     let q = format!(
         "?enc_auth_token={}",
         percent_encoding::utf8_percent_encode(&enc, percent_encoding::NON_ALPHANUMERIC)
@@ -133,7 +134,7 @@ async fn abp_username_claim_and_enc_auth_token() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v.get("connectionToken").is_some(), "{v}");
     assert_eq!(ws_status(&env, &q).await, 101);
-    let other = imrelay::abp::encrypt(&token, "another-passphrase");
+    let other = imrelay::clients::abp::encrypt(&token, "another-passphrase");
     let wrong = percent_encoding::utf8_percent_encode(&other, percent_encoding::NON_ALPHANUMERIC);
     assert_eq!(
         ws_status(&env, &format!("?enc_auth_token={wrong}")).await,

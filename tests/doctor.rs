@@ -1,10 +1,10 @@
 //! `imrelay doctor` against rcsim with a real server's defaults, then fixed.
 
 use imrelay::config::{Config, LoginMethod, Secret};
-use imrelay::doctor::{check, Level};
+use imrelay::rocketchat::doctor::{check, Level};
 use rcsim::{Rcsim, Settings, SimConfig};
 
-fn level(f: &[imrelay::doctor::Finding], key: &str) -> Level {
+fn level(f: &[imrelay::rocketchat::doctor::Finding], key: &str) -> Level {
     f.iter()
         .find(|f| f.key == key)
         .unwrap_or_else(|| panic!("no {key} in {f:?}"))

@@ -103,7 +103,7 @@ async fn users_update_passes_the_two_factor_fallback() {
 async fn a_verified_email_user_gets_a_clear_two_factor_error() {
     let env = start(Settings::default(), |_| {}).await;
     let cfg = imrelay::config::Config::for_rocketchat("http://x", ("a", "b"), common::API_KEY);
-    let password = imrelay::passwords::password_for(&cfg.users, "vera", None);
+    let password = imrelay::rocketchat::passwords::password_for(&cfg.users, "vera", None);
     // A user someone else created with a verified email: email 2FA applies.
     env.sim.add_user("vera", &password, true).unwrap();
     let r = env.api("POST", "/users/vera/login", None).await;

@@ -95,7 +95,7 @@ async fn a_jwt_naming_the_admin_is_refused_without_a_login_attempt() {
         .as_secs()
         + 300;
     for sub in ["super", "Super"] {
-        let token = imrelay::jwt::sign(&json!({"sub": sub, "exp": exp}), secret);
+        let token = imrelay::clients::jwt::sign(&json!({"sub": sub, "exp": exp}), secret);
         let (status, body) = http(
             &env.url,
             &format!("POST /signalr/negotiate?negotiateVersion=1 HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0"),

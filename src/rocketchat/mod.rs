@@ -2,7 +2,10 @@
 //! ([`Credentials`], [`Event`], [`RcError`]), so that another chat server
 //! could be added as a sibling module.
 
+pub mod connection;
 pub mod ddp;
+pub mod doctor;
+pub mod passwords;
 pub mod probe;
 pub mod rest;
 

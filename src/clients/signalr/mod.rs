@@ -6,11 +6,10 @@
 pub mod protocol;
 pub mod socket;
 
-use crate::client_auth;
-use crate::http::errors::ApiError;
-use crate::http::AppState;
+use super::credentials;
+use crate::api::errors::ApiError;
+use crate::core::relay::Relay;
 use crate::rocketchat::rest::RestClient;
-use crate::session::EndReason;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -29,8 +28,6 @@ struct Pending {
     username: String,
     created: Instant,
     used: bool,
-    /// The user's session ended after the negotiate (logout, delete).
-    ended: Option<EndReason>,
 }
 
 /// How often stale connection tokens are swept out.
@@ -60,18 +57,6 @@ impl Connections {
     }
 }
 
-impl Connections {
-    /// The user's session ended: connection ids negotiated before no longer
-    /// upgrade, and say why.
-    pub fn end_user(&self, username: &str, reason: EndReason) {
-        for mut p in self.pending.iter_mut() {
-            if p.username == username {
-                p.ended = Some(reason);
-            }
-        }
-    }
-}
-
 /// 16 random bytes, base64url: ASP.NET's id and token format.
 fn new_id() -> String {
     let bytes: [u8; 16] = rand::rng().random();
@@ -80,8 +65,8 @@ fn new_id() -> String {
 
 /// CORS for browsers on other origins: the exact origin echoed (credentials
 /// mode forbids `*`), or nothing when the origin is not allowed.
-fn cors(req: &HttpRequest, state: &AppState, r: &mut HttpResponseBuilder) -> bool {
-    let origin = match crate::http::clients::origin_allowed(req, state) {
+fn cors(req: &HttpRequest, relay: &Relay, r: &mut HttpResponseBuilder) -> bool {
+    let origin = match super::origin_allowed(req, relay) {
         Ok(Some(o)) => o,
         Ok(None) => return true,
         Err(_) => return false,
@@ -104,9 +89,9 @@ fn cors(req: &HttpRequest, state: &AppState, r: &mut HttpResponseBuilder) -> boo
 }
 
 /// `OPTIONS {hub}/negotiate`: the CORS preflight.
-pub async fn preflight(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub async fn preflight(req: HttpRequest, relay: web::Data<Relay>) -> HttpResponse {
     let mut r = HttpResponse::NoContent();
-    if cors(&req, &state, &mut r) {
+    if cors(&req, &relay, &mut r) {
         r.finish()
     } else {
         HttpResponse::Forbidden()
@@ -138,11 +123,12 @@ pub fn negotiate_version(query: &str) -> Result<i64, String> {
 /// `POST {hub}/negotiate`.
 pub async fn negotiate(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    relay: web::Data<Relay>,
+    hub: web::Data<Connections>,
     rest: web::Data<RestClient>,
 ) -> HttpResponse {
     let mut r = HttpResponse::Ok();
-    if !cors(&req, &state, &mut r) {
+    if !cors(&req, &relay, &mut r) {
         return HttpResponse::Forbidden()
             .json(json!({"error": "origin not allowed: add it to server.allowed_origins"}));
     }
@@ -152,24 +138,23 @@ pub async fn negotiate(
     };
     // An error in the body (status 200) is what makes the official client's
     // start() reject with our text rather than a bare status code.
-    let username = match client_auth::authenticate(&req, &state, &rest).await {
+    let username = match credentials::authenticate(&req, &relay, &rest).await {
         Ok(u) => u,
         Err(e) => return r.json(json!({"error": format!("imrelay: {} ({})", e.message, e.code)})),
     };
-    state.signalr.purge();
+    hub.purge();
     let connection_id = new_id();
     let token = if version >= 1 {
         new_id()
     } else {
         connection_id.clone()
     };
-    state.signalr.pending.insert(
+    hub.pending.insert(
         token.clone(),
         Pending {
             username,
             created: Instant::now(),
             used: false,
-            ended: None,
         },
     );
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]);
@@ -183,17 +168,17 @@ pub async fn negotiate(
 /// `GET {hub}`: the websocket, with the negotiated `id` or (skipNegotiation) without.
 pub async fn connect(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    relay: web::Data<Relay>,
+    hub: web::Data<Connections>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    crate::http::clients::check_origin(&req, &state)?;
+    super::check_origin(&req, &relay)?;
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(|q| q.into_inner())
         .unwrap_or_default();
     let username = match query.get("id") {
         Some(id) => {
-            let Some(mut p) = state
-                .signalr
+            let Some(mut p) = hub
                 .pending
                 .get_mut(id)
                 .filter(|p| p.created.elapsed() < TOKEN_TTL)
@@ -205,23 +190,15 @@ pub async fn connect(
                 )
                 .into());
             };
-            if let Some(reason) = p.ended {
+            if relay.cache.live(&p.username).is_none() {
+                // The session ended since the negotiate: say why if we know.
+                let reason = relay
+                    .recently_ended(&p.username)
+                    .map_or("session_ended", |r| r.as_str());
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    reason.as_str(),
-                    format!(
-                        "the session ended ({}) after this connection was negotiated; log in again",
-                        reason.as_str()
-                    ),
-                )
-                .into());
-            }
-            if state.cache.live(&p.username).is_none() {
-                // Ended otherwise (expiry, a revoked token) since the negotiate.
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "session_ended",
-                    "the user's session ended after this connection was negotiated; log in again",
+                    reason,
+                    format!("the user's session ended ({reason}) after this connection was negotiated; log in again"),
                 )
                 .into());
             }
@@ -237,8 +214,8 @@ pub async fn connect(
             let username = p.username.clone();
             drop(p);
             // A credential on the upgrade must be the same user's.
-            if let Some(token) = client_auth::credential(&req, &state)? {
-                let who = client_auth::authenticate_token(&token, &state, &rest).await?;
+            if let Some(token) = credentials::credential(&req, &relay)? {
+                let who = credentials::authenticate_token(&token, &relay, &rest).await?;
                 if who != username {
                     return Err(ApiError::new(
                         StatusCode::UNAUTHORIZED,
@@ -250,12 +227,19 @@ pub async fn connect(
             }
             username
         }
-        None => client_auth::authenticate(&req, &state, &rest).await?,
+        None => credentials::authenticate(&req, &relay, &rest).await?,
     };
-    let shard = state.registry.shard(&username);
-    let limits = crate::http::clients::limits(&state, &username);
-    let actor = SignalRSocket::new(username, shard.addr.clone(), state.cfg.client.queue_limit);
-    crate::http::upgrade::accept(&req, actor, limits, &shard.arbiter)
+    let shard = relay.registry.shard(&username);
+    let limits = super::limits(&relay, &username);
+    let c = &relay.cfg.client;
+    let actor = SignalRSocket::new(
+        username,
+        shard.addr.clone(),
+        c.queue_limit,
+        c.heartbeat_interval,
+        c.heartbeat_timeout,
+    );
+    super::upgrade::accept(&req, actor, limits, &shard.arbiter)
 }
 
 #[cfg(test)]

@@ -3,9 +3,8 @@
 //! needed), taken from `Authorization: Bearer`, `access_token`/`token`, or
 //! ABP's encrypted `enc_auth_token`.
 
-use crate::http::backend::ensure_login;
-use crate::http::errors::ApiError;
-use crate::http::AppState;
+use crate::api::errors::ApiError;
+use crate::core::relay::Relay;
 use crate::rocketchat::rest::RestClient;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
@@ -16,7 +15,7 @@ fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
 }
 
 /// The credential a request carries, if any.
-pub fn credential(req: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
+pub fn credential(req: &HttpRequest, relay: &Relay) -> Result<Option<String>, ApiError> {
     if let Some(b) = req
         .headers()
         .get("authorization")
@@ -32,13 +31,13 @@ pub fn credential(req: &HttpRequest, state: &AppState) -> Result<Option<String>,
         return Ok(Some(t.clone()));
     }
     if let Some(enc) = q.get("enc_auth_token") {
-        let Some(pass) = &state.cfg.client.abp_passphrase else {
+        let Some(pass) = &relay.cfg.client.abp_passphrase else {
             return Err(unauthorized(
                 "enc_auth_token_disabled",
                 "enc_auth_token needs client.abp_passphrase configured",
             ));
         };
-        return crate::abp::decrypt(enc, pass.expose())
+        return super::abp::decrypt(enc, pass.expose())
             .map(Some)
             .map_err(|e| unauthorized("bad_client_token", e));
     }
@@ -48,34 +47,34 @@ pub fn credential(req: &HttpRequest, state: &AppState) -> Result<Option<String>,
 /// Authenticates a client: returns the username.
 pub async fn authenticate(
     req: &HttpRequest,
-    state: &AppState,
+    relay: &Relay,
     rest: &RestClient,
 ) -> Result<String, ApiError> {
-    let Some(token) = credential(req, state)? else {
+    let Some(token) = credential(req, relay)? else {
         return Err(unauthorized(
             "missing_client_token",
             "pass the client token or JWT as Authorization: Bearer, ?access_token= or ?token=",
         ));
     };
-    authenticate_token(&token, state, rest).await
+    authenticate_token(&token, relay, rest).await
 }
 
 /// Authenticates a token already taken from a request.
 pub async fn authenticate_token(
     token: &str,
-    state: &AppState,
+    relay: &Relay,
     rest: &RestClient,
 ) -> Result<String, ApiError> {
-    if let Some(username) = state.cache.user_for_client_token(token) {
+    if let Some(username) = relay.cache.user_for_client_token(token) {
         return Ok(username);
     }
-    if let (Some(jwt), true) = (&state.cfg.client.jwt, crate::jwt::looks_like_jwt(token)) {
+    if let (Some(jwt), true) = (&relay.cfg.client.jwt, super::jwt::looks_like_jwt(token)) {
         let claimed =
-            crate::jwt::verify(token, jwt).map_err(|e| unauthorized("bad_jwt", e.to_string()))?;
-        let username = crate::username::canonical(&claimed, &state.cfg.users.reserved)?;
-        if state.cache.live(&username).is_none() {
+            super::jwt::verify(token, jwt).map_err(|e| unauthorized("bad_jwt", e.to_string()))?;
+        let username = crate::core::username::canonical(&claimed, &relay.cfg.users.reserved)?;
+        if relay.cache.live(&username).is_none() {
             // The front end needs nothing but its token: log the user in.
-            ensure_login(state, rest, &username, None, false).await?;
+            relay.login(rest, &username, None, false).await?;
         }
         return Ok(username);
     }

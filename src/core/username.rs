@@ -5,8 +5,16 @@
 //! entries and two derived passwords, and each failed login would count
 //! toward Rocket.Chat's lockout.
 
-use crate::http::errors::ApiError;
-use actix_web::http::StatusCode;
+/// Why a username is not served.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsernameError {
+    /// Outside the rule.
+    #[error("{0:?} is not a valid username: 1 to 120 letters, digits, '-', '_' or '.', starting with a letter, digit or '_'")]
+    Invalid(String),
+    /// The admin or a bot account.
+    #[error("{0} is imrelay's admin or a bot account in Rocket.Chat, never an end user (rocketchat.admin_username, users.reserved)")]
+    Reserved(String),
+}
 
 /// Longest username accepted (Rocket.Chat has no lower bound of its own).
 const MAX_LEN: usize = 120;
@@ -16,7 +24,7 @@ const MAX_LEN: usize = 120;
 /// with a letter, digit or `_` (so `.`, `..` and `-`, which HTTP clients
 /// and shells treat specially, are refused), and not one of the `reserved`
 /// accounts (lower case: the admin, `rocket.cat`, bots).
-pub fn canonical(raw: &str, reserved: &[String]) -> Result<String, ApiError> {
+pub fn canonical(raw: &str, reserved: &[String]) -> Result<String, UsernameError> {
     let ok = !raw.is_empty()
         && raw.len() <= MAX_LEN
         && raw
@@ -27,20 +35,11 @@ pub fn canonical(raw: &str, reserved: &[String]) -> Result<String, ApiError> {
             .next()
             .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !ok {
-        return Err(ApiError::bad_request(
-            "bad_username",
-            format!(
-                "{raw:?} is not a valid username: 1 to {MAX_LEN} letters, digits, '-', '_' or '.', starting with a letter, digit or '_'"
-            ),
-        ));
+        return Err(UsernameError::Invalid(raw.to_string()));
     }
     let name = raw.to_ascii_lowercase();
     if reserved.contains(&name) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "reserved_username",
-            format!("{name} is imrelay's admin or a bot account in Rocket.Chat, never an end user (rocketchat.admin_username, users.reserved)"),
-        ));
+        return Err(UsernameError::Reserved(name));
     }
     Ok(name)
 }
@@ -63,20 +62,12 @@ mod tests {
             "", ".", "..", "-", ".x", "-x", "a b", "a/b", "a%2fb", "é", "a\0",
         ] {
             let e = canonical(bad, &reserved()).unwrap_err();
-            assert_eq!(
-                (e.status.as_u16(), e.code),
-                (400, "bad_username"),
-                "{bad:?}"
-            );
+            assert_eq!(e, UsernameError::Invalid(bad.to_string()), "{bad:?}");
         }
         assert!(canonical(&"a".repeat(121), &reserved()).is_err());
         for r in ["admin", "ADMIN", "Rocket.Cat"] {
             let e = canonical(r, &reserved()).unwrap_err();
-            assert_eq!(
-                (e.status.as_u16(), e.code),
-                (403, "reserved_username"),
-                "{r}"
-            );
+            assert_eq!(e, UsernameError::Reserved(r.to_ascii_lowercase()), "{r}");
         }
     }
 

@@ -11,39 +11,20 @@
 //! each event woke two other threads, and the scheduler's queueing between
 //! them was the latency tail.
 
-use crate::cache::{Entry, TokenCache};
-use crate::client_ws::ToClient;
+use super::cache::{Entry, TokenCache};
+use super::report::{Deliver, Established, SessionGone, SessionReport, SubscriptionsReady};
+use super::session::{SessionAuth, Stop, UserSession};
+use super::words::{ClientId, EndReason, Protocol, ToClient};
 use crate::config::Config;
-use crate::rocketchat::{Credentials, Event, RcError};
-use crate::session::{EndReason, SessionAuth, Stop, UserSession};
+use crate::rocketchat::{Event, RcError};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// A client connection's id.
-pub type ClientId = u64;
-
-/// How a client wants its frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// `/ws`: `{"type":"event","seq":..}`.
-    Native,
-    /// `/signalr`: JSON hub protocol invocations.
-    SignalR,
-}
-
-impl Protocol {
-    /// Its place in a per-protocol array.
-    fn slot(self) -> usize {
-        self as usize
-    }
-}
 
 struct SessionSlot {
     id: u64,
@@ -109,7 +90,16 @@ pub struct Registry {
     shutting_down: bool,
     /// Which shard this is, of how many: the cache is shared by all.
     shard: (usize, usize),
+    wires: Wires,
 }
+
+/// How a client protocol writes one event (its sequence number and the
+/// event): a frame the registry passes on without looking inside. The
+/// client adapters provide one per [`Protocol`], in its slot's order.
+pub type EventFrame = fn(u64, &Event) -> ByteString;
+
+/// Every protocol's [`EventFrame`], by [`Protocol::slot`].
+pub type Wires = [EventFrame; 2];
 
 /// The shard of `username` among `shards`.
 fn shard_of(username: &str, shards: usize) -> usize {
@@ -121,7 +111,7 @@ fn shard_of(username: &str, shards: usize) -> usize {
 
 impl Registry {
     /// Shard `shard.0` of `shard.1` over the cache (see [`Registries::start`]).
-    fn new(cfg: Arc<Config>, cache: Arc<TokenCache>, shard: (usize, usize)) -> Self {
+    fn new(cfg: Arc<Config>, cache: Arc<TokenCache>, shard: (usize, usize), wires: Wires) -> Self {
         // Sweep often enough that an expiry is seen within a second or a tenth of the TTL.
         let sweep_every =
             (cfg.session.idle_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -132,6 +122,7 @@ impl Registry {
             sweep_every,
             shutting_down: false,
             shard,
+            wires,
         }
     }
 
@@ -148,7 +139,7 @@ impl Registry {
             username.to_string(),
             auth,
             Arc::clone(&self.cfg),
-            ctx.address(),
+            ctx.address().recipient(),
         )
         .start();
         let state = self.users.entry(username.to_string()).or_default();
@@ -250,15 +241,16 @@ pub struct Shard {
 }
 
 impl Registries {
-    /// Starts one shard per core, each on a thread of its own.
-    pub fn start(cfg: Arc<Config>, cache: Arc<TokenCache>) -> Self {
+    /// Starts one shard per core, each on a thread of its own, writing
+    /// events to clients with `wires`.
+    pub fn start(cfg: Arc<Config>, cache: Arc<TokenCache>, wires: Wires) -> Self {
         let threads = crate::cores();
         let shards = (0..threads)
             .map(|i| {
                 let arbiter = Arbiter::new().handle();
                 let (cfg, cache) = (Arc::clone(&cfg), Arc::clone(&cache));
                 let addr = Registry::start_in_arbiter(&arbiter, move |_| {
-                    Registry::new(cfg, cache, (i, threads))
+                    Registry::new(cfg, cache, (i, threads), wires)
                 });
                 Shard { addr, arbiter }
             })
@@ -367,22 +359,8 @@ impl Handler<Login> for Registry {
     }
 }
 
-/// From a session: its first Rocket.Chat login succeeded.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Established {
-    /// Who.
-    pub username: String,
-    /// Which session.
-    pub session: u64,
-    /// The token it holds.
-    pub creds: Credentials,
-}
-
-impl Handler<Established> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: Established, _: &mut Self::Context) {
+impl Registry {
+    fn established(&mut self, msg: Established) {
         let Some(slot) = self
             .users
             .get_mut(&msg.username)
@@ -413,24 +391,8 @@ impl Handler<Established> for Registry {
     }
 }
 
-/// From a session: it is gone, for `reason` (or failed to log in with `error`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionGone {
-    /// Who.
-    pub username: String,
-    /// Which session.
-    pub session: u64,
-    /// Why it ended.
-    pub reason: EndReason,
-    /// The login failure, if it never logged in.
-    pub error: Option<RcError>,
-}
-
-impl Handler<SessionGone> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: SessionGone, _: &mut Self::Context) {
+impl Registry {
+    fn session_gone(&mut self, msg: SessionGone) {
         let Some(state) = self.users.get_mut(&msg.username) else {
             return;
         };
@@ -459,35 +421,8 @@ impl Handler<SessionGone> for Registry {
     }
 }
 
-/// From a session: the events of one read, for the user's clients.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    /// Who.
-    pub username: Arc<str>,
-    /// Which session.
-    pub session: u64,
-    /// What, in Rocket.Chat's order.
-    pub events: Vec<Event>,
-}
-
-/// The native protocol's event frame.
-pub fn event_frame(seq: u64, event: &Event) -> ByteString {
-    let mut f = String::with_capacity(64 + event.name.len() + event.data.len());
-    f.push_str(r#"{"type":"event","seq":"#);
-    let _ = write!(f, "{seq}");
-    f.push_str(r#","event":""#);
-    f.push_str(event.name);
-    f.push_str(r#"","data":"#);
-    f.push_str(&event.data);
-    f.push('}');
-    ByteString::from(f)
-}
-
-impl Handler<Deliver> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+impl Registry {
+    fn deliver(&mut self, msg: Deliver) {
         let Some(state) = self.users.get_mut(&*msg.username) else {
             return;
         };
@@ -502,18 +437,16 @@ impl Handler<Deliver> for Registry {
         for (_, p) in state.clients.values() {
             left[p.slot()] += 1;
         }
-        let (native, signalr) = (Protocol::Native.slot(), Protocol::SignalR.slot());
         let mut frames: [Vec<ByteString>; 2] = [vec![], vec![]];
         for event in &msg.events {
             if state.duplicate(event) {
                 continue;
             }
             state.seq += 1;
-            if left[native] > 0 {
-                frames[native].push(event_frame(state.seq, event));
-            }
-            if left[signalr] > 0 {
-                frames[signalr].push(crate::signalr::protocol::invocation_frame(event));
+            for (slot, frames) in frames.iter_mut().enumerate() {
+                if left[slot] > 0 {
+                    frames.push((self.wires[slot])(state.seq, event));
+                }
             }
         }
         if frames.iter().all(Vec::is_empty) {
@@ -542,6 +475,19 @@ impl Handler<Deliver> for Registry {
                 // Queued past the bound on purpose: the close must follow what is already queued.
                 c.do_send(ToClient::SlowConsumer);
             }
+        }
+    }
+}
+
+impl Handler<SessionReport> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, report: SessionReport, _: &mut Self::Context) {
+        match report {
+            SessionReport::Established(m) => self.established(m),
+            SessionReport::Gone(m) => self.session_gone(m),
+            SessionReport::Deliver(m) => self.deliver(m),
+            SessionReport::SubscriptionsReady(m) => self.subscriptions_ready(m),
         }
     }
 }
@@ -683,20 +629,8 @@ impl Handler<Shutdown> for Registry {
     }
 }
 
-/// From a session: every subscription is ready (events flow).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SubscriptionsReady {
-    /// Who.
-    pub username: String,
-    /// Which session.
-    pub session: u64,
-}
-
-impl Handler<SubscriptionsReady> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: SubscriptionsReady, _: &mut Self::Context) {
+impl Registry {
+    fn subscriptions_ready(&mut self, msg: SubscriptionsReady) {
         let Some(state) = self.users.get_mut(&msg.username) else {
             return;
         };
@@ -737,22 +671,5 @@ impl Handler<ReconnectClients> for Registry {
             c.do_send(ToClient::Reconnect);
         }
         n
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_frames_are_the_native_protocol() {
-        let e = Event {
-            name: "getRoomMessageNotification",
-            data: r#"{"msg":"hi"}"#.into(),
-        };
-        assert_eq!(
-            &*event_frame(42, &e),
-            r#"{"type":"event","seq":42,"event":"getRoomMessageNotification","data":{"msg":"hi"}}"#
-        );
     }
 }

@@ -4,9 +4,10 @@
 //! and stops itself when Rocket.Chat revokes the token or the registry
 //! tells it to (expiry, logout, deletion, a newer login, shutdown).
 
+use super::report::{Deliver, Established, SessionGone, SessionReport, SubscriptionsReady};
+use super::words::EndReason;
 use crate::config::Config;
-use crate::ddp_conn::{self, FromConn};
-use crate::registry::{Deliver, Established, Registry, SessionGone, SubscriptionsReady};
+use crate::rocketchat::connection::{self as ddp_conn, FromConn};
 use crate::rocketchat::ddp::{self, ServerMsg};
 use crate::rocketchat::{map_event, Credentials, Event, Mapped, RcError, USER_EVENTS};
 use actix::prelude::*;
@@ -27,45 +28,6 @@ pub enum SessionAuth {
     Resume(Credentials),
 }
 
-/// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndReason {
-    /// Idle TTL passed.
-    Expired,
-    /// The backend logged the user out.
-    LoggedOut,
-    /// The backend deleted the user.
-    Deleted,
-    /// Rocket.Chat removed the token (resume 403, `force_logout`).
-    Revoked,
-    /// A newer login replaced this session (clients stay).
-    Replaced,
-    /// imrelay is stopping.
-    Shutdown,
-}
-
-impl EndReason {
-    /// The `reason` of the native `sessionEnded` frame.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Expired => "expired",
-            EndReason::LoggedOut => "logged_out",
-            EndReason::Deleted => "deleted",
-            EndReason::Revoked => "revoked",
-            EndReason::Replaced => "replaced",
-            EndReason::Shutdown => "shutdown",
-        }
-    }
-
-    /// Whether the user's clients are told the session is over.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            EndReason::Expired | EndReason::LoggedOut | EndReason::Deleted | EndReason::Revoked
-        )
-    }
-}
-
 /// Tells a session to stop (without reporting back: the registry already knows).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -81,7 +43,7 @@ pub struct UserSession {
     events: Vec<Event>,
     auth: SessionAuth,
     cfg: Arc<Config>,
-    registry: Addr<Registry>,
+    registry: Recipient<SessionReport>,
     /// Outgoing frames to the current connection task; dropping it closes the socket.
     tx: Option<local_channel::mpsc::Sender<String>>,
     /// Which connection is current; older connections' reports are ignored.
@@ -103,7 +65,7 @@ impl UserSession {
         username: String,
         auth: SessionAuth,
         cfg: Arc<Config>,
-        registry: Addr<Registry>,
+        registry: Recipient<SessionReport>,
     ) -> Self {
         UserSession {
             id,
@@ -184,12 +146,12 @@ impl UserSession {
         }
         self.stopping = true;
         self.deliver();
-        self.registry.do_send(SessionGone {
+        self.registry.do_send(SessionReport::Gone(SessionGone {
             username: self.username.to_string(),
             session: self.id,
             reason,
             error,
-        });
+        }));
         ctx.stop();
     }
 
@@ -199,11 +161,11 @@ impl UserSession {
         if self.events.is_empty() {
             return;
         }
-        self.registry.do_send(Deliver {
+        self.registry.do_send(SessionReport::Deliver(Deliver {
             username: Arc::clone(&self.username),
             session: self.id,
             events: std::mem::take(&mut self.events),
-        });
+        }));
     }
 
     fn login(&mut self) {
@@ -291,11 +253,12 @@ impl UserSession {
             // Later reconnects resume with the token; the password is not kept.
             self.auth = SessionAuth::Resume(creds.clone());
             self.deliver();
-            self.registry.do_send(Established {
-                username: self.username.to_string(),
-                session: self.id,
-                creds,
-            });
+            self.registry
+                .do_send(SessionReport::Established(Established {
+                    username: self.username.to_string(),
+                    session: self.id,
+                    creds,
+                }));
         }
     }
 
@@ -339,10 +302,11 @@ impl UserSession {
                         self.id
                     );
                     self.deliver();
-                    self.registry.do_send(SubscriptionsReady {
-                        username: self.username.to_string(),
-                        session: self.id,
-                    });
+                    self.registry
+                        .do_send(SessionReport::SubscriptionsReady(SubscriptionsReady {
+                            username: self.username.to_string(),
+                            session: self.id,
+                        }));
                 }
             }
             ServerMsg::NoSub { id, error: Some(e) } => {
@@ -451,7 +415,7 @@ impl Actor for UserSession {
             }
         });
         let every = self.cfg.session.ping_interval;
-        crate::timers::run_interval_spread(ctx, every, move |act: &mut Self, ctx| {
+        super::timers::run_interval_spread(ctx, every, move |act: &mut Self, ctx| {
             if act.tx.is_none() {
                 return;
             }

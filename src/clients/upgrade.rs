@@ -15,8 +15,8 @@
 //! with no buffer held while the client is idle. Any other answer (401, 404,
 //! a bad handshake) is written out and the connection closed.
 
-use super::errors::ApiError;
 use super::frames::Frames;
+use crate::api::errors::ApiError;
 use actix::{Actor, ArbiterHandle, AsyncContext, StreamHandler};
 use actix_codec::Framed;
 use actix_http::body::{BodySize, MessageBody};

@@ -1,6 +1,6 @@
 //! API errors: `{"error": {"code": "…", "message": "…"}}` with a fitting status.
 
-use crate::registry::LoginFailed;
+use crate::core::relay::RelayError;
 use crate::rocketchat::RcError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -72,17 +72,37 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<LoginFailed> for ApiError {
-    fn from(e: LoginFailed) -> Self {
+impl From<RelayError> for ApiError {
+    fn from(e: RelayError) -> Self {
         match e {
-            LoginFailed::Rc(e) => e.into(),
-            LoginFailed::ShuttingDown => ApiError::shutting_down(),
-            LoginFailed::Interrupted => ApiError::new(
+            RelayError::Rc(e) => e.into(),
+            RelayError::ShuttingDown => ApiError::shutting_down(),
+            RelayError::Interrupted => ApiError::new(
                 StatusCode::CONFLICT,
                 "login_interrupted",
                 "the user was logged out or deleted while logging in; log in again",
             ),
+            RelayError::UnknownUser(u) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                format!("no Rocket.Chat user {u}"),
+            ),
         }
+    }
+}
+
+impl From<crate::core::username::UsernameError> for ApiError {
+    fn from(e: crate::core::username::UsernameError) -> Self {
+        use crate::core::username::UsernameError;
+        let code = match e {
+            UsernameError::Invalid(_) => "bad_username",
+            UsernameError::Reserved(_) => "reserved_username",
+        };
+        let status = match e {
+            UsernameError::Invalid(_) => StatusCode::BAD_REQUEST,
+            UsernameError::Reserved(_) => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

@@ -1,12 +1,13 @@
-//! The client websocket actor (`/ws`, the native protocol of docs/DESIGN.md §4):
+//! The native client protocol (`/ws`, docs/DESIGN.md §4): its websocket actor:
 //! registers with the registry, writes events, answers JSON pings, keeps a
 //! heartbeat, and closes with a reason: the session ended, 4008 when it
 //! cannot keep up, 1001 on shutdown.
 
+use super::frames;
+use crate::core::registry::{ClientConnect, ClientDisconnect, Registry};
+use crate::core::words::{ClientId, EndReason, Protocol, ToClient};
 use crate::fragments::{Fragment, Reassembler};
-use crate::http::frames;
-use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Protocol, Registry};
-use crate::session::EndReason;
+use crate::rocketchat::Event;
 use actix::prelude::*;
 use actix_web_actors::ws;
 use bytestring::ByteString;
@@ -15,23 +16,6 @@ use std::time::{Duration, Instant};
 
 /// Largest message a client may send (they only send pings).
 pub const MAX_CLIENT_FRAME: usize = 64 << 10;
-
-/// What the registry tells a client.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub enum ToClient {
-    /// The event frames of one read from Rocket.Chat, each serialised once
-    /// for all of the user's clients that speak its protocol.
-    Push(Vec<ByteString>),
-    /// The session is over for good.
-    End(EndReason),
-    /// The client fell behind: close with 4008.
-    SlowConsumer,
-    /// imrelay is stopping: close with 1001.
-    GoingAway,
-    /// An operator asks the client to reconnect (1012 here; SignalR: Close with allowReconnect).
-    Reconnect,
-}
 
 /// One client websocket.
 pub struct ClientSocket {
@@ -123,7 +107,7 @@ impl Actor for ClientSocket {
                 Err(_) => Self::close(ctx, ws::CloseCode::Error, "registry unavailable"),
             })
             .wait(ctx);
-        crate::timers::run_interval_spread(ctx, self.heartbeat, |act: &mut Self, ctx| {
+        crate::core::timers::run_interval_spread(ctx, self.heartbeat, |act: &mut Self, ctx| {
             if act.heard.elapsed() > act.timeout {
                 log::info!(
                     "user={} client={:?} dropped: silent for {:?}",
@@ -231,5 +215,37 @@ mod fuzz {
                 prop_assert_eq!(v["type"].as_str(), Some(if ping { "pong" } else { "error" }));
             }
         }
+    }
+}
+
+/// The native protocol's event frame, built once per event for all of a
+/// user's native clients (the registry's [`EventFrame`](crate::core::registry::EventFrame)).
+pub fn event_frame(seq: u64, event: &Event) -> ByteString {
+    use std::fmt::Write as _;
+    let mut f = String::with_capacity(64 + event.name.len() + event.data.len());
+    f.push_str(r#"{"type":"event","seq":"#);
+    let _ = write!(f, "{seq}");
+    f.push_str(r#","event":""#);
+    f.push_str(event.name);
+    f.push_str(r#"","data":"#);
+    f.push_str(&event.data);
+    f.push('}');
+    ByteString::from(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_frames_are_the_native_protocol() {
+        let e = Event {
+            name: "getRoomMessageNotification",
+            data: r#"{"msg":"hi"}"#.into(),
+        };
+        assert_eq!(
+            &*event_frame(42, &e),
+            r#"{"type":"event","seq":42,"event":"getRoomMessageNotification","data":{"msg":"hi"}}"#
+        );
     }
 }

@@ -4,17 +4,15 @@
 //! the client whether to reconnect.
 
 use super::protocol::{self, ClientMsg};
-use crate::client_ws::{ToClient, MAX_CLIENT_FRAME};
+use crate::clients::frames;
+use crate::clients::native::MAX_CLIENT_FRAME;
+use crate::core::registry::{ClientConnect, ClientDisconnect, Registry};
+use crate::core::words::{ClientId, Protocol, ToClient};
 use crate::fragments::{Fragment, Reassembler};
-use crate::registry::{ClientConnect, ClientDisconnect, ClientId, Protocol, Registry};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use std::time::{Duration, Instant};
 
-/// ASP.NET's defaults, which the official client's timers assume.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Silence after which a client is dropped.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -29,11 +27,22 @@ pub struct SignalRSocket {
     reasm: Reassembler,
     heard: Instant,
     sent: Instant,
+    /// Ping after this much silence from us (`client.heartbeat_interval`;
+    /// ASP.NET's 15 s default is what the official client's timers assume).
+    keep_alive: Duration,
+    /// Drop a client silent for this long (`client.heartbeat_timeout`).
+    timeout: Duration,
 }
 
 impl SignalRSocket {
     /// A connection for an authenticated user.
-    pub fn new(username: String, registry: Addr<Registry>, queue_limit: usize) -> Self {
+    pub fn new(
+        username: String,
+        registry: Addr<Registry>,
+        queue_limit: usize,
+        keep_alive: Duration,
+        timeout: Duration,
+    ) -> Self {
         let now = Instant::now();
         SignalRSocket {
             username,
@@ -45,6 +54,8 @@ impl SignalRSocket {
             reasm: Reassembler::default(),
             heard: now,
             sent: now,
+            keep_alive,
+            timeout,
         }
     }
 
@@ -161,16 +172,17 @@ impl Actor for SignalRSocket {
             }
         });
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
-            if act.heard.elapsed() > CLIENT_TIMEOUT {
+            if act.heard.elapsed() > act.timeout {
                 log::info!(
-                    "user={} signalr client={:?} dropped: silent for {CLIENT_TIMEOUT:?}",
+                    "user={} signalr client={:?} dropped: silent for {:?}",
                     act.username,
-                    act.id
+                    act.id,
+                    act.timeout
                 );
                 // stop() runs stopping(), which tells the registry.
                 ctx.close(Some(ws::CloseCode::Away.into()));
                 ctx.stop();
-            } else if act.handshaken && act.sent.elapsed() >= KEEP_ALIVE {
+            } else if act.handshaken && act.sent.elapsed() >= act.keep_alive {
                 act.send(ctx, protocol::PING);
             }
         });
@@ -250,8 +262,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SignalRSocket {
                     self.username,
                     self.id
                 );
-                let code = crate::http::frames::close_code(&e);
-                self.finish(ctx, &crate::http::frames::close_reason(&e), false, code);
+                let code = frames::close_code(&e);
+                self.finish(ctx, &frames::close_reason(&e), false, code);
             }
         }
     }

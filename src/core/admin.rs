@@ -5,8 +5,8 @@
 //! `rocketchat.health_interval` it probes Rocket.Chat (REST as the admin,
 //! and a DDP round trip) and keeps the daemon's readiness to match.
 
+use super::readiness::Readiness;
 use crate::config::Config;
-use crate::readiness::Readiness;
 use crate::rocketchat::probe::{probe, ProbeError};
 use crate::rocketchat::rest::RestClient;
 use crate::rocketchat::{Credentials, RcError};

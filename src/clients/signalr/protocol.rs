@@ -16,8 +16,9 @@ pub const PING: &str = "{\"type\":6}\u{1e}";
 pub const HANDSHAKE_OK: &str = "{}\u{1e}";
 
 /// A push: an Invocation without `invocationId` (with one it would be a
-/// "client result" the client must answer).
-pub fn invocation_frame(event: &Event) -> ByteString {
+/// "client result" the client must answer). The hub has no sequence numbers
+/// (the registry's [`EventFrame`](crate::core::registry::EventFrame) passes one).
+pub fn invocation_frame(_seq: u64, event: &Event) -> ByteString {
     let mut f = String::with_capacity(48 + event.name.len() + event.data.len());
     f.push_str(r#"{"type":1,"target":""#);
     f.push_str(event.name);
@@ -158,7 +159,7 @@ mod tests {
             name: "getRoomMessageNotification",
             data: r#"{"msg":"hi"}"#.to_string(),
         };
-        assert_eq!(&*invocation_frame(&e), "{\"type\":1,\"target\":\"getRoomMessageNotification\",\"arguments\":[{\"msg\":\"hi\"}]}\u{1e}");
+        assert_eq!(&*invocation_frame(1, &e), "{\"type\":1,\"target\":\"getRoomMessageNotification\",\"arguments\":[{\"msg\":\"hi\"}]}\u{1e}");
         assert_eq!(
             completion("0", None),
             "{\"type\":3,\"invocationId\":\"0\"}\u{1e}"

@@ -4,10 +4,10 @@
 //! pass through (uploads too, capped); Rocket.Chat's status and body come
 //! back unchanged. A 401 gets one re-login and retry.
 
-use super::backend::{authorize, ensure_login, mailbox, ApiUser};
+use super::auth::{authorize, ApiUser};
+use super::body::BodyLimits;
 use super::errors::ApiError;
-use super::AppState;
-use crate::admin::{GetCredentials, Relogin};
+use crate::core::relay::Relay;
 use crate::rocketchat::rest::{retry_after, RawResponse, RestClient};
 use crate::rocketchat::Credentials;
 use actix_web::http::StatusCode;
@@ -127,7 +127,7 @@ async fn forward(
         .await?)
 }
 
-fn relay(r: RawResponse, who: &str, path: &str) -> HttpResponse {
+fn answer(r: RawResponse, who: &str, path: &str) -> HttpResponse {
     let mut out = HttpResponse::build(r.status);
     for (k, v) in r
         .headers
@@ -157,11 +157,11 @@ pub async fn user_call(
     ApiUser(username): ApiUser,
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    relay: web::Data<Relay>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
     let path = route_path(&req)?;
-    as_user(&req, &username, &path, payload, &state, &rest).await
+    as_user(&req, &username, &path, payload, &relay, &rest).await
 }
 
 /// Runs the call as `username` (already authorized by the caller) on
@@ -171,37 +171,37 @@ pub async fn as_user(
     username: &str,
     path: &str,
     payload: web::Payload,
-    state: &AppState,
+    relay: &Relay,
     rest: &RestClient,
 ) -> Result<HttpResponse, ApiError> {
-    let body = super::body::read(payload, state.proxy_body_limits()).await?;
-    let entry = ensure_login(state, rest, username, None, false).await?;
+    let body = super::body::read(payload, BodyLimits::proxy(&relay.cfg.server)).await?;
+    let entry = relay.login(rest, username, None, false).await?;
     let mut resp = forward(rest, req, path, &entry.credentials(), &body).await?;
     if resp.status == StatusCode::UNAUTHORIZED {
         log::info!("user={username} Rocket.Chat rejected the token on {path}; logging in again and retrying once");
-        let fresh = ensure_login(state, rest, username, None, true).await?;
+        let fresh = relay.login(rest, username, None, true).await?;
         resp = forward(rest, req, path, &fresh.credentials(), &body).await?;
     }
-    Ok(relay(resp, &format!("user={username}"), path))
+    Ok(answer(resp, &format!("user={username}"), path))
 }
 
 /// `ANY /api/v1/admin/rc/{path}`: the same as the admin agent, explicitly.
 pub async fn admin_call(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    relay: web::Data<Relay>,
     rest: web::Data<RestClient>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
+    authorize(&req, &relay.cfg)?;
     let path = route_path(&req)?;
-    let body = super::body::read(payload, state.proxy_body_limits()).await?;
-    let creds = state.admin.send(GetCredentials).await.map_err(mailbox)??;
+    let body = super::body::read(payload, BodyLimits::proxy(&relay.cfg.server)).await?;
+    let creds = relay.admin_credentials().await?;
     let mut resp = forward(&rest, &req, &path, &creds, &body).await?;
     if resp.status == StatusCode::UNAUTHORIZED {
-        let fresh = state.admin.send(Relogin(creds)).await.map_err(mailbox)??;
+        let fresh = relay.admin_relogin(creds).await?;
         resp = forward(&rest, &req, &path, &fresh, &body).await?;
     }
-    Ok(relay(resp, "admin", &path))
+    Ok(answer(resp, "admin", &path))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! oversize body with a plain-text 413, not the API's JSON error.
 
 use super::errors::ApiError;
+use crate::config::ServerConfig;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
@@ -21,6 +22,26 @@ pub struct BodyLimits {
     pub timeout: Duration,
     /// The config key behind `max`, named in the 413.
     pub key: &'static str,
+}
+
+impl BodyLimits {
+    /// A backend request's body.
+    pub fn backend(cfg: &ServerConfig) -> Self {
+        BodyLimits {
+            max: cfg.max_body_bytes,
+            timeout: cfg.body_timeout,
+            key: "server.max_body_bytes",
+        }
+    }
+
+    /// A body passed through to Rocket.Chat.
+    pub fn proxy(cfg: &ServerConfig) -> Self {
+        BodyLimits {
+            max: cfg.max_proxy_body_bytes,
+            timeout: cfg.body_timeout,
+            key: "server.max_proxy_body_bytes",
+        }
+    }
 }
 
 /// Reads the whole body within `limits`.

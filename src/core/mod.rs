@@ -1,0 +1,18 @@
+//! The relay core: it knows no wire format and no HTTP. The façade
+//! ([`relay::Relay`]) is what adapters call; the registry shards route each
+//! session's events to the user's clients; one session actor per user owns
+//! its Rocket.Chat token and DDP connection; the token cache, the admin
+//! agent and the daemon's readiness sit beside them. Imports point one way:
+//! the adapters (`api`, `clients`) use the core, and the core uses only
+//! `rocketchat` (upstream) and `config`.
+
+pub mod admin;
+pub mod cache;
+pub mod readiness;
+pub mod registry;
+pub mod relay;
+pub mod report;
+pub mod session;
+pub mod timers;
+pub mod username;
+pub mod words;
