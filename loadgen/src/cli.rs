@@ -1,0 +1,115 @@
+//! The command line: modes, protocols, options.
+
+use crate::*;
+
+pub(crate) const SECRET: &str = "loadgen";
+pub(crate) const API_KEY: &str = "loadgen-api-key-0123456789";
+pub(crate) const PASSWORD: &str = "loadgen-pw";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// imrelay between rcsim and the clients.
+    Imrelay,
+    /// Clients on rcsim's DDP themselves: the floor with no relay.
+    Direct,
+    /// A minimal tokio-tungstenite relay: one extra hop, nothing else.
+    Forwarder,
+}
+
+/// How imrelay's clients connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Protocol {
+    /// `/ws`.
+    Native,
+    /// `/signalr` (JSON hub protocol).
+    Signalr,
+}
+
+#[derive(Parser)]
+#[command(about = "imrelay's benchmark (loopback only)")]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    pub(crate) cmd: Option<Cmd>,
+    /// Small and quick (under a minute): a smoke test that fails only on lost or duplicated events.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Users (N).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) users: usize,
+    /// Clients per user (M).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) clients: usize,
+    /// Users per room (K): each message reaches K users.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) room_size: usize,
+    /// Messages in the full-speed pass.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) messages: usize,
+    /// Messages per second in the latency pass (default: half of the mode's
+    /// full speed). A fixed rate compares the modes at the same offered load.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Client threads in this process.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    /// How imrelay's clients connect.
+    #[arg(long, value_enum, default_value = "native")]
+    pub(crate) protocol: Protocol,
+    /// Logins in flight at once (each takes a DDP round trip or three).
+    #[arg(long, default_value_t = 256)]
+    pub(crate) login_concurrency: usize,
+    /// Which modes, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "imrelay,direct,forwarder"
+    )]
+    pub(crate) modes: Vec<Mode>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/loadgen.json")]
+    pub(crate) json: String,
+    /// The rcsim binary (default: next to this one).
+    #[arg(long)]
+    pub(crate) rcsim: Option<String>,
+    /// The imrelay binary (default: next to this one).
+    #[arg(long)]
+    pub(crate) imrelay: Option<String>,
+    /// Write each latency-pass sample to DIR/<mode>.csv (receive µs, latency
+    /// µs, client thread), to see when the slow events happen.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) timeline: Option<String>,
+    /// Seconds to measure the machine's own latency floor before the modes
+    /// (a thread spinning on each core, counting the gaps when it did not
+    /// run); 0 skips it, as --quick does.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub(crate) stall_check: f64,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// (internal) run the bare forwarder.
+    Forwarder {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        upstream: String,
+    },
+    /// Take CPU beside a run without touching its events (to compare the
+    /// direct mode with a relay's CPU but not its hop).
+    Burn {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 100)]
+        spin_us: u64,
+        #[arg(long, default_value_t = 350)]
+        sleep_us: u64,
+        #[arg(long, default_value_t = 60.0)]
+        secs: f64,
+    },
+    /// Only measure the machine's latency floor (see --stall-check).
+    Stalls {
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+    },
+}
