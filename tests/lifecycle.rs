@@ -332,15 +332,21 @@ async fn a_logout_during_a_login_answers_the_login_with_login_interrupted() {
 
 #[actix_rt::test]
 async fn shutdown_closes_clients_with_1001_and_logs_the_admin_out() {
-    let mut env = start(Settings::default(), |_| {}).await;
+    let mut env = start(Settings::default(), |c| {
+        c.server.shutdown_timeout = Duration::from_secs(30)
+    })
+    .await;
     env.sync("alice").await;
     let mut c = env.client(&env.login_token("alice").await).await;
     assert_eq!(env.sim.token_count("super"), 1);
     let t = std::time::Instant::now();
     env.shutdown().await;
+    // An idle keep-alive connection (the test's own HTTP client holds one)
+    // is let go when its keep-alive (5 s) runs out.
     assert!(
         t.elapsed() < Duration::from_secs(10),
-        "bounded by server.shutdown_timeout"
+        "far under server.shutdown_timeout (30s): took {:?}",
+        t.elapsed()
     );
     match c.next().await {
         Seen::Close(code) => assert_eq!(code, Some(1001)),
@@ -351,4 +357,22 @@ async fn shutdown_closes_clients_with_1001_and_logs_the_admin_out() {
         .wait_for(WAIT, "sessions closed", |s| s.total_ddp_connections() == 0)
         .await
         .unwrap();
+}
+
+#[actix_rt::test]
+async fn a_session_that_cannot_speak_to_rocket_chat_ends_as_failed_not_revoked() {
+    let env = start(Settings::default(), |_| {}).await;
+    env.sync("alice").await;
+    let mut c = env.client(&env.login_token("alice").await).await;
+    env.sim
+        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
+        .await
+        .unwrap();
+    // Rocket.Chat refuses the DDP version: the token was never revoked.
+    let pushed = env.sim.send_frame(
+        "alice",
+        rcsim::RawFrame::Text(r#"{"msg":"failed","version":"pre9"}"#.into()),
+    );
+    assert_eq!(pushed, 1);
+    expect_ended(&mut c, "failed").await;
 }

@@ -228,7 +228,7 @@ impl UserSession {
                     return;
                 }
             }
-            return self.gone(ctx, EndReason::Revoked, Some(err));
+            return self.gone(ctx, EndReason::Failed, Some(err));
         }
         let r = result.unwrap_or(Value::Null);
         let (Some(uid), Some(token)) = (
@@ -237,7 +237,7 @@ impl UserSession {
         ) else {
             return self.gone(
                 ctx,
-                EndReason::Revoked,
+                EndReason::Failed,
                 Some(RcError::Server("login result without id/token".into())),
             );
         };
@@ -283,7 +283,7 @@ impl UserSession {
                 );
                 self.gone(
                     ctx,
-                    EndReason::Revoked,
+                    EndReason::Failed,
                     Some(RcError::Server(format!("DDP version mismatch ({v})"))),
                 );
             }
@@ -355,7 +355,7 @@ impl UserSession {
                 self.username,
                 self.id
             );
-            return self.gone(ctx, EndReason::Revoked, Some(RcError::Unreachable(error)));
+            return self.gone(ctx, EndReason::Failed, Some(RcError::Unreachable(error)));
         }
         log::info!(
             "user={} session={} lost the DDP connection: {error}",
@@ -407,7 +407,7 @@ impl Actor for UserSession {
             if !act.established {
                 act.gone(
                     ctx,
-                    EndReason::Revoked,
+                    EndReason::Failed,
                     Some(RcError::Unreachable(format!(
                         "no login answer within {timeout:?}"
                     ))),

@@ -16,6 +16,10 @@ pub enum EndReason {
     Deleted,
     /// Rocket.Chat removed the token (resume 403, `force_logout`).
     Revoked,
+    /// The session could not log in, or not speak to Rocket.Chat: a refused
+    /// login, a DDP version Rocket.Chat does not offer, a login that did not
+    /// finish within `session.login_timeout`.
+    Failed,
     /// A newer login replaced this session (clients stay).
     Replaced,
     /// imrelay is stopping.
@@ -30,6 +34,7 @@ impl EndReason {
             EndReason::LoggedOut => "logged_out",
             EndReason::Deleted => "deleted",
             EndReason::Revoked => "revoked",
+            EndReason::Failed => "failed",
             EndReason::Replaced => "replaced",
             EndReason::Shutdown => "shutdown",
         }
@@ -39,7 +44,11 @@ impl EndReason {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            EndReason::Expired | EndReason::LoggedOut | EndReason::Deleted | EndReason::Revoked
+            EndReason::Expired
+                | EndReason::LoggedOut
+                | EndReason::Deleted
+                | EndReason::Revoked
+                | EndReason::Failed
         )
     }
 }
