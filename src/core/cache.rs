@@ -7,7 +7,10 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use dashmap::DashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+// tokio's clock, so expiry can be tested on a paused clock; it is the
+// monotonic clock otherwise.
+use tokio::time::Instant;
 
 /// One logged-in user.
 #[derive(Clone, Debug)]
@@ -172,9 +175,9 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    #[test]
-    fn generations_client_tokens_and_expiry() {
-        let c = TokenCache::new(Duration::from_millis(50));
+    #[tokio::test(start_paused = true)]
+    async fn generations_client_tokens_and_expiry() {
+        let c = TokenCache::new(Duration::from_secs(3600));
         let a = c.install("alice", "u1", "t1");
         assert_eq!(a.client_token.len(), 43);
         assert_eq!(
@@ -188,7 +191,8 @@ mod tests {
             "clients survive a new generation"
         );
         assert!(c.remove_generation("alice", a.generation).is_none());
-        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.live("alice").is_some(), "live until the TTL passes");
+        tokio::time::advance(Duration::from_secs(3601)).await;
         assert!(c.live("alice").is_none());
         assert!(
             c.touch("alice").is_none(),

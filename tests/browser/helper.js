@@ -26,15 +26,7 @@ const STARTUP_TIMEOUT_MS = 30000;
 const STOP_TIMEOUT_MS = 10000;
 const REQUEST_TIMEOUT_MS = 10000;
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+const { withTimeout } = require('../jslib/wait.js');
 
 const running = new Set();
 // Safety net: never leave a daemon behind, even if the test process dies.

@@ -132,23 +132,48 @@ pub fn tcp_state(s: &TcpStream) -> u8 {
     tcp_info(s).tcpi_state
 }
 
+/// Sends `request` as written on a new connection and reads the whole
+/// answer, which ends with the server closing the connection.
+pub async fn exchange(base: &str, request: &[u8]) -> String {
+    let mut s = connect(base, None).await;
+    s.write_all(request).await.unwrap();
+    let mut out = vec![];
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the server answers and closes in time")
+        .expect("answer");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads server text frames until `want` of them, skipping pings (a
+/// heartbeat may come at any time in the first period).
+pub async fn read_texts(s: &mut TcpStream, want: usize) -> Vec<serde_json::Value> {
+    let mut out = vec![];
+    while out.len() < want {
+        let (op, payload) = tokio::time::timeout(WAIT, read_frame(s))
+            .await
+            .expect("frames in time")
+            .expect("a frame");
+        match op {
+            0x9 => continue,
+            0x1 => out.push(serde_json::from_slice(&payload).expect("JSON")),
+            other => panic!("expected a text frame, got opcode {other}"),
+        }
+    }
+    out
+}
+
 /// Sends `head` (request line and headers, without the blank line) and
 /// `body` as written, with `Connection: close`; returns the status and the
 /// body read to the end.
 pub async fn http(base: &str, head: &str, body: &[u8]) -> (u16, String) {
-    let mut s = connect(base, None).await;
-    let req = format!(
+    let mut req = format!(
         "{head}\r\nHost: {}\r\nConnection: close\r\n\r\n",
         addr(base)
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = vec![];
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("answer timeout")
-        .expect("answer");
-    let mut text = String::from_utf8_lossy(&out).into_owned();
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let mut text = exchange(base, &req).await;
     // Interim answers (100 Continue) come first.
     while text.starts_with("HTTP/1.1 1") {
         text = text

@@ -55,15 +55,7 @@ const { DDPSDK } = require('@rocket.chat/ddp-client');
 
 let sim; // the shared instance: { proc, baseUrl, port, stderr: string[] }
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+const { withTimeout } = require('../jslib/wait.js');
 
 const running = new Set(); // every rcsim started by this file
 

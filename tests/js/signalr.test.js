@@ -132,15 +132,7 @@ const clientLogger = {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+const { withTimeout } = require('../jslib/wait.js');
 
 let daemon; // { proc, url, key, stderr: string[], exit: Promise<{code, signal}> }
 
