@@ -9,12 +9,12 @@ use super::words::EndReason;
 use crate::config::Config;
 use crate::rocketchat::connection::{self as ddp_conn, FromConn};
 use crate::rocketchat::ddp::{self, ServerMsg};
-use crate::rocketchat::{map_event, Credentials, Event, Mapped, RcError, USER_EVENTS};
+use crate::rocketchat::{map_event, Credentials, Event, Mapped, RcError};
 use actix::prelude::*;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How the session logs in.
 #[derive(Clone)]
@@ -170,32 +170,21 @@ impl UserSession {
 
     fn login(&mut self) {
         let id = self.id();
-        let params = match &self.auth {
-            SessionAuth::Password { digest } => {
-                json!([{"user": {"username": &*self.username}, "password": {"digest": digest, "algorithm": "sha-256"}}])
-            }
-            SessionAuth::Resume(c) => json!([{"resume": c.token}]),
+        let frame = match &self.auth {
+            SessionAuth::Password { digest } => ddp::password_login(&id, &self.username, digest),
+            SessionAuth::Resume(c) => ddp::resume_login(&id, &c.token),
         };
-        self.send(ddp::method(&id, "login", params));
+        self.send(frame);
         self.login_id = Some(id);
     }
 
     fn subscribe(&mut self, uid: &str) {
-        let id = self.id();
-        self.send(ddp::sub_stream(
-            &id,
-            "stream-room-messages",
-            "__my_messages__",
-        ));
-        for ev in USER_EVENTS {
+        self.pending_subs = 0;
+        for (stream, event) in crate::rocketchat::subscriptions(uid) {
             let id = self.id();
-            self.send(ddp::sub_stream(
-                &id,
-                "stream-notify-user",
-                &format!("{uid}/{ev}"),
-            ));
+            self.send(ddp::sub_stream(&id, stream, &event));
+            self.pending_subs += 1;
         }
-        self.pending_subs = 1 + USER_EVENTS.len();
     }
 
     fn on_login_result(
@@ -206,7 +195,7 @@ impl UserSession {
     ) {
         if let Some(e) = error {
             let (code, reason) = ddp::error_parts(&e);
-            let err = login_error(&code, &reason, &e);
+            let err = ddp::login_error(&e);
             if matches!(self.auth, SessionAuth::Resume(_)) && code == "403" {
                 log::info!(
                     "user={} session={} Rocket.Chat revoked the token ({reason})",
@@ -363,37 +352,6 @@ impl UserSession {
             self.id
         );
         self.reconnect_later(ctx);
-    }
-}
-
-/// A DDP login error as an [`RcError`].
-fn login_error(code: &str, reason: &str, e: &Value) -> RcError {
-    match code {
-        "totp-required" | "totp-invalid" => {
-            let method = e
-                .pointer("/details/method")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown");
-            RcError::TwoFactor(crate::rocketchat::two_factor_advice(method))
-        }
-        "error-login-blocked-for-user" | "error-login-blocked-for-ip" => {
-            RcError::LoginBlocked(reason.to_string())
-        }
-        "error-user-is-not-activated" => RcError::Deactivated,
-        "too-many-requests" => RcError::RateLimited {
-            retry_after: Duration::from_millis(
-                e.pointer("/details/timeToReset")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(10_000),
-            ),
-        },
-        "403" if reason == "User not found" => {
-            RcError::NotFound(format!("no Rocket.Chat user ({reason})"))
-        }
-        "403" => RcError::BadCredentials(format!(
-            "{reason}; does the user's password follow users.password?"
-        )),
-        _ => RcError::Rejected(format!("{code}: {reason}")),
     }
 }
 

@@ -150,6 +150,39 @@ pub fn connect() -> String {
     json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]}).to_string()
 }
 
+/// DDP `login` with the password digest (`login_method = "ddp"`).
+pub fn password_login(id: &str, username: &str, digest: &str) -> String {
+    method(
+        id,
+        "login",
+        json!([{"user": {"username": username}, "password": {"digest": digest, "algorithm": "sha-256"}}]),
+    )
+}
+
+/// DDP `login` resuming a token.
+pub fn resume_login(id: &str, token: &str) -> String {
+    method(id, "login", json!([{ "resume": token }]))
+}
+
+/// A failed DDP login as an [`RcError`](super::RcError): the named errors
+/// as over REST, then Meteor's 403s.
+pub fn login_error(e: &Value) -> super::RcError {
+    use super::RcError;
+    let (code, reason) = error_parts(e);
+    if let Some(named) = super::classify_named(&code, &reason, e.get("details")) {
+        return named;
+    }
+    match code.as_str() {
+        "403" if reason == "User not found" => {
+            RcError::NotFound(format!("no Rocket.Chat user ({reason})"))
+        }
+        "403" => RcError::BadCredentials(format!(
+            "{reason}; does the user's password follow users.password?"
+        )),
+        _ => RcError::Rejected(format!("{code}: {reason}")),
+    }
+}
+
 /// A method call.
 pub fn method(id: &str, name: &str, params: Value) -> String {
     json!({"msg": "method", "method": name, "params": params, "id": id}).to_string()
@@ -191,6 +224,50 @@ pub fn error_parts(e: &Value) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_errors_classify_as_over_rest() {
+        use crate::rocketchat::RcError;
+        use std::time::Duration;
+        let cases = [
+            (
+                json!({"error": "totp-required", "reason": "TOTP Required", "details": {"method": "email"}}),
+                "TwoFactor",
+            ),
+            (
+                json!({"error": "error-login-blocked-for-ip", "reason": "blocked"}),
+                "LoginBlocked",
+            ),
+            (
+                json!({"error": "error-user-is-not-activated", "reason": "inactive"}),
+                "Deactivated",
+            ),
+            (
+                json!({"error": 403, "reason": "User not found"}),
+                "NotFound",
+            ),
+            (
+                json!({"error": 403, "reason": "Incorrect password"}),
+                "BadCredentials",
+            ),
+            (
+                json!({"error": "something-else", "reason": "odd"}),
+                "Rejected",
+            ),
+        ];
+        for (e, want) in cases {
+            let got = format!("{:?}", login_error(&e));
+            assert!(got.starts_with(want), "{e}: {got}");
+        }
+        let limited =
+            login_error(&json!({"error": "too-many-requests", "details": {"timeToReset": 5000}}));
+        assert_eq!(
+            limited,
+            RcError::RateLimited {
+                retry_after: Duration::from_secs(5)
+            }
+        );
+    }
 
     #[test]
     fn parses_frames() {

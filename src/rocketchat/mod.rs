@@ -10,6 +10,7 @@ pub mod probe;
 pub mod rest;
 
 use serde_json::value::RawValue;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::time::Duration;
@@ -183,6 +184,41 @@ pub const USER_EVENTS: [&str; 5] = [
     "message",
     "force_logout",
 ];
+
+/// The streams a session of user `uid` subscribes to, as (stream, event):
+/// the user's messages in every room, and its own notifications.
+pub fn subscriptions(uid: &str) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    std::iter::once(("stream-room-messages", "__my_messages__".to_string())).chain(
+        USER_EVENTS
+            .iter()
+            .map(move |ev| ("stream-notify-user", format!("{uid}/{ev}"))),
+    )
+}
+
+/// Rocket.Chat's named errors, the same over REST (`errorType`) and DDP
+/// (`error`): the one place they are told apart. `None` for a name that
+/// says nothing by itself (the caller then looks at the status or code).
+pub fn classify_named(name: &str, message: &str, details: Option<&Value>) -> Option<RcError> {
+    let detail = |k: &str| details.and_then(|d| d.get(k));
+    Some(match name {
+        "totp-required" | "totp-invalid" => {
+            let method = detail("method")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            RcError::TwoFactor(two_factor_advice(method))
+        }
+        n if n.starts_with("error-login-blocked") => RcError::LoginBlocked(message.to_string()),
+        "error-user-is-not-activated" => RcError::Deactivated,
+        "too-many-requests" => RcError::RateLimited {
+            retry_after: Duration::from_millis(
+                detail("timeToReset")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(10_000),
+            ),
+        },
+        _ => return None,
+    })
+}
 
 #[cfg(test)]
 mod fuzz {

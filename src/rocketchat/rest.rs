@@ -1,7 +1,7 @@
 //! The Rocket.Chat REST client (awc). `awc::Client` is `!Send`: create one
 //! per worker thread or actor, never share it.
 
-use super::{two_factor_advice, Credentials, RcError};
+use super::{Credentials, RcError};
 use awc::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,18 +69,8 @@ pub fn classify(
             m
         }
     };
-    if error_type == "totp-required" || error_type == "totp-invalid" {
-        let method = body
-            .pointer("/details/method")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        return RcError::TwoFactor(two_factor_advice(method));
-    }
-    if error_type.starts_with("error-login-blocked") {
-        return RcError::LoginBlocked(message);
-    }
-    if error_type == "error-user-is-not-activated" {
-        return RcError::Deactivated;
+    if let Some(e) = super::classify_named(error_type, &message, body.get("details")) {
+        return e;
     }
     match status.as_u16() {
         401 if body.get("status").and_then(Value::as_str) == Some("error")
