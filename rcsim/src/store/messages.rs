@@ -1,6 +1,7 @@
 //! Messages: posting (with the notifications a post makes), editing,
 //! reactions, deletion, history and sync.
 
+use super::notifications::{notification, Where};
 use super::*;
 
 pub(super) struct StoredMessage {
@@ -166,27 +167,12 @@ impl Store {
             .filter(|_| notifies && !is_system)
             .and_then(|s| self.users.get(s))
             .map(|s| {
-                let (title, body) = match room_type {
-                    RoomType::Direct => (s.username.clone(), text.clone()),
-                    _ => (
-                        room_name.clone().unwrap_or_default(),
-                        format!("{}: {text}", s.username),
-                    ),
+                let room = Where {
+                    rid,
+                    t: room_type,
+                    name: room_name.as_deref(),
                 };
-                let mut payload = json!({
-                    "_id": doc["_id"], "rid": rid,
-                    "sender": {"_id": s.id, "username": s.username, "name": s.name},
-                    "type": room_type.code(), "message": {"msg": text},
-                });
-                if let Some(n) = &room_name {
-                    payload["name"] = json!(n);
-                }
-                if let Some(tmid) = tmid {
-                    payload["tmid"] = tmid;
-                }
-                Arc::from(ejson::text(
-                    &json!([{"title": title, "text": body, "duration": 0, "payload": payload}]),
-                ))
+                notification(s, &room, &doc, &text, tmid)
             });
         self.messages
             .get_mut(rid)

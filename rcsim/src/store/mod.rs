@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod documents;
 mod messages;
+mod notifications;
 mod rooms;
 mod users;
 
