@@ -20,13 +20,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admission;
-pub mod api;
+pub(crate) mod admission;
+pub(crate) mod api;
 pub mod clients;
 pub mod config;
 pub mod core;
 pub mod demo;
-pub mod fragments;
+pub(crate) mod fragments;
 pub mod rocketchat;
 #[cfg(test)]
 mod testing;

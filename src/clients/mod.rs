@@ -5,12 +5,12 @@
 //! bare socket by [`upgrade`].
 
 pub mod abp;
-pub mod credentials;
-pub mod frames;
+pub(crate) mod credentials;
+pub(crate) mod frames;
 pub mod jwt;
-pub mod native;
-pub mod signalr;
-pub mod upgrade;
+pub(crate) mod native;
+pub(crate) mod signalr;
+pub(crate) mod upgrade;
 
 use crate::api::errors::ApiError;
 use crate::core::relay::Relay;

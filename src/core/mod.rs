@@ -6,13 +6,13 @@
 //! the adapters (`api`, `clients`) use the core, and the core uses only
 //! `rocketchat` (upstream) and `config`.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod cache;
-pub mod readiness;
-pub mod registry;
-pub mod relay;
-pub mod report;
-pub mod session;
-pub mod timers;
-pub mod username;
-pub mod words;
+pub(crate) mod readiness;
+pub(crate) mod registry;
+pub(crate) mod relay;
+pub(crate) mod report;
+pub(crate) mod session;
+pub(crate) mod timers;
+pub(crate) mod username;
+pub(crate) mod words;

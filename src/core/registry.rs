@@ -314,7 +314,6 @@ async fn answer(rx: oneshot::Receiver<Result<Entry, LoginFailed>>) -> Result<Ent
 #[derive(Message)]
 #[rtype(result = "Result<Entry, LoginFailed>")]
 pub struct Login {
-    /// Who.
     pub username: String,
     /// How the session logs in.
     pub auth: SessionAuth,
@@ -496,7 +495,6 @@ impl Handler<SessionReport> for Registry {
 #[derive(Message)]
 #[rtype(result = "Result<(ClientId, u64), EndReason>")]
 pub struct ClientConnect {
-    /// Who.
     pub username: String,
     /// Where to push.
     pub client: Recipient<ToClient>,
@@ -525,7 +523,6 @@ impl Handler<ClientConnect> for Registry {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ClientDisconnect {
-    /// Who.
     pub username: String,
     /// Which client.
     pub id: ClientId,
@@ -549,9 +546,7 @@ impl Handler<ClientDisconnect> for Registry {
 #[derive(Message)]
 #[rtype(result = "Option<Entry>")]
 pub struct EndUser {
-    /// Who.
     pub username: String,
-    /// Why.
     pub reason: EndReason,
 }
 
@@ -655,7 +650,6 @@ impl Registry {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct ReconnectClients {
-    /// Who.
     pub username: String,
 }
 

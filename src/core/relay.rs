@@ -56,7 +56,6 @@ fn gone(e: actix::MailboxError) -> RelayError {
 /// The running relay, shared by every adapter (all `Send + Sync`).
 #[derive(Clone)]
 pub struct Relay {
-    /// The configuration.
     pub cfg: Arc<Config>,
     /// The token cache.
     pub cache: Arc<TokenCache>,

@@ -22,9 +22,7 @@ pub enum SessionReport {
 
 /// From a session: its first Rocket.Chat login succeeded.
 pub struct Established {
-    /// Who.
     pub username: String,
-    /// Which session.
     pub session: u64,
     /// The token it holds.
     pub creds: Credentials,
@@ -32,9 +30,7 @@ pub struct Established {
 
 /// From a session: it is gone, for `reason` (or failed to log in with `error`).
 pub struct SessionGone {
-    /// Who.
     pub username: String,
-    /// Which session.
     pub session: u64,
     /// Why it ended.
     pub reason: EndReason,
@@ -44,9 +40,7 @@ pub struct SessionGone {
 
 /// From a session: the events of one read, for the user's clients.
 pub struct Deliver {
-    /// Who.
     pub username: Arc<str>,
-    /// Which session.
     pub session: u64,
     /// What, in Rocket.Chat's order.
     pub events: Vec<Event>,
@@ -54,8 +48,6 @@ pub struct Deliver {
 
 /// From a session: every subscription is ready (events flow).
 pub struct SubscriptionsReady {
-    /// Who.
     pub username: String,
-    /// Which session.
     pub session: u64,
 }

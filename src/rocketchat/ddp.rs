@@ -29,7 +29,6 @@ pub enum ServerMsg<'a> {
     NoSub {
         /// The subscription id.
         id: String,
-        /// Why.
         error: Option<Value>,
     },
     /// `changed` on a stream collection (the hot path: nothing is copied).

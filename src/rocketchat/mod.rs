@@ -2,12 +2,12 @@
 //! ([`Credentials`], [`Event`], [`RcError`]), so that another chat server
 //! could be added as a sibling module.
 
-pub mod connection;
-pub mod ddp;
+pub(crate) mod connection;
+pub(crate) mod ddp;
 pub mod doctor;
 pub mod passwords;
-pub mod probe;
-pub mod rest;
+pub(crate) mod probe;
+pub(crate) mod rest;
 
 use serde_json::value::RawValue;
 use serde_json::Value;

@@ -8,11 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A REST response, unparsed (for the pass-through proxy).
 pub struct RawResponse {
-    /// Status.
     pub status: StatusCode,
-    /// Headers.
     pub headers: awc::http::header::HeaderMap,
-    /// Body.
     pub body: bytes::Bytes,
 }
 
