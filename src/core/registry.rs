@@ -61,7 +61,7 @@ impl UserState {
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         event.name.hash(&mut h);
-        event.data.hash(&mut h);
+        event.data.hash_into(&mut h);
         let f = h.finish();
         if self.recent.contains(&f) {
             return true;

@@ -41,9 +41,85 @@ pub fn sha256_hex(text: &str) -> String {
 pub struct Event {
     /// `getRoomMessageNotification`, …
     pub name: &'static str,
-    /// The payload as JSON text: Rocket.Chat's objects exactly as they came
-    /// over DDP (EJSON dates), never parsed into values and re-serialised.
-    pub data: String,
+    /// The payload: Rocket.Chat's objects exactly as they came over DDP
+    /// (EJSON dates), never parsed into values and re-serialised.
+    pub data: EventData,
+}
+
+/// An event's payload, as the protocols serialise it (with serde, the raw
+/// parts written as they are).
+#[derive(Clone, Debug)]
+pub enum EventData {
+    /// One of Rocket.Chat's objects as it came.
+    Raw(Box<RawValue>),
+    /// `{"method": "insert"|"update"|"remove", "<key>": <document>}` for a
+    /// subscription or room change.
+    Change {
+        /// `insert`, `update` or `remove`.
+        method: &'static str,
+        /// `msg` (a subscription) or `room`.
+        key: &'static str,
+        /// The document.
+        value: Box<RawValue>,
+    },
+}
+
+impl EventData {
+    /// Raw JSON text (tests; the hot path never parses).
+    pub fn raw(json: &str) -> EventData {
+        EventData::Raw(RawValue::from_string(json.to_string()).expect("valid JSON"))
+    }
+
+    /// About how many bytes it serialises to, to size buffers once.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            EventData::Raw(r) => r.get().len(),
+            EventData::Change { method, key, value } => {
+                16 + method.len() + key.len() + value.get().len()
+            }
+        }
+    }
+
+    /// Feeds what identifies it to `h` (duplicate detection on a handover).
+    pub fn hash_into(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        match self {
+            EventData::Raw(r) => r.get().hash(h),
+            EventData::Change { method, key, value } => (method, key, value.get()).hash(h),
+        }
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (EventData::Raw(a), EventData::Raw(b)) => a.get() == b.get(),
+            (
+                EventData::Change { method, key, value },
+                EventData::Change {
+                    method: m,
+                    key: k,
+                    value: v,
+                },
+            ) => method == m && key == k && value.get() == v.get(),
+            _ => false,
+        }
+    }
+}
+
+impl serde::Serialize for EventData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            EventData::Raw(r) => r.serialize(s),
+            EventData::Change { method, key, value } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("method", method)?;
+                m.serialize_entry(key, value)?;
+                m.end()
+            }
+        }
+    }
 }
 
 /// What a Rocket.Chat call can go wrong with, in terms a backend can act on.
@@ -118,26 +194,14 @@ fn method_word(action: &RawValue) -> &'static str {
     }
 }
 
-/// `{"method":<method>,"<key>":<value>}`, sized once (the value is a whole
-/// room or subscription document).
-fn wrap(method: &str, key: &str, value: &str) -> String {
-    let mut s = String::with_capacity(24 + method.len() + key.len() + value.len());
-    s.push_str(r#"{"method":""#);
-    s.push_str(method);
-    s.push_str(r#"",""#);
-    s.push_str(key);
-    s.push_str(r#"":"#);
-    s.push_str(value);
-    s.push('}');
-    s
-}
-
 /// Maps a `changed` stream event to a client event (docs/DESIGN.md §4). The
 /// arguments stay raw JSON text: the hot path copies bytes, it does not
 /// build values.
 pub fn map_event(collection: &str, event_name: &str, args: &[&RawValue]) -> Mapped {
-    let arg = |i: usize| args.get(i).map_or("null", |a| a.get());
-    let event = |name, data: String| Mapped::Event(Event { name, data });
+    let arg =
+        |i: usize| -> Box<RawValue> { args.get(i).copied().unwrap_or(RawValue::NULL).to_owned() };
+    let event = |name, data| Mapped::Event(Event { name, data });
+    let change = |method, key, value| EventData::Change { method, key, value };
     match collection {
         "stream-room-messages" if event_name == "__my_messages__" => {
             // Rocket.Chat also streams public rooms the user merely can read.
@@ -151,7 +215,7 @@ pub fn map_event(collection: &str, event_name: &str, args: &[&RawValue]) -> Mapp
                 .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok())
                 .and_then(|m| m.room_participant);
             if participant == Some(true) {
-                event("getRoomMessageNotification", arg(0).to_string())
+                event("getRoomMessageNotification", EventData::Raw(arg(0)))
             } else {
                 Mapped::Ignore
             }
@@ -161,13 +225,14 @@ pub fn map_event(collection: &str, event_name: &str, args: &[&RawValue]) -> Mapp
             match event_name.rsplit_once('/').map(|(_, e)| e) {
                 Some("subscriptions-changed") => event(
                     "getRoomSubscriptionChangedNotification",
-                    wrap(method(), "msg", arg(1)),
+                    change(method(), "msg", arg(1)),
                 ),
-                Some("rooms-changed") => {
-                    event("getRoomChangedNotification", wrap(method(), "room", arg(1)))
-                }
-                Some("notification") => event("getDesktopNotification", arg(0).to_string()),
-                Some("message") => event("getEphemeralMessage", arg(0).to_string()),
+                Some("rooms-changed") => event(
+                    "getRoomChangedNotification",
+                    change(method(), "room", arg(1)),
+                ),
+                Some("notification") => event("getDesktopNotification", EventData::Raw(arg(0))),
+                Some("message") => event("getEphemeralMessage", EventData::Raw(arg(0))),
                 Some("force_logout") => Mapped::Revoked,
                 _ => Mapped::Ignore,
             }
@@ -235,7 +300,7 @@ mod fuzz {
                 event_name,
                 args,
             }) => match map_event(&collection, &event_name, &args) {
-                Mapped::Event(e) => Some(e.data),
+                Mapped::Event(e) => Some(serde_json::to_string(&e.data).expect("serialises")),
                 _ => None,
             },
             _ => None,
@@ -298,7 +363,7 @@ mod tests {
 
     fn data(m: Mapped) -> (&'static str, Value) {
         match m {
-            Mapped::Event(e) => (e.name, serde_json::from_str(&e.data).unwrap()),
+            Mapped::Event(e) => (e.name, serde_json::to_value(&e.data).unwrap()),
             other => panic!("{other:?}"),
         }
     }

@@ -2,54 +2,139 @@
 //! JSON objects each ended by 0x1E; several may share a websocket message,
 //! and a record never spans two.
 
-use crate::rocketchat::Event;
+use crate::rocketchat::{Event, EventData};
 use bytestring::ByteString;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The record separator.
 pub const RS: char = '\u{1e}';
 
-/// A Ping record.
-pub const PING: &str = "{\"type\":6}\u{1e}";
+/// What the hub sends after the handshake, by the protocol's message type.
+#[derive(Debug)]
+pub enum ServerRecord<'a> {
+    /// 1, a push: an Invocation without `invocationId` (with one it would be
+    /// a "client result" the client must answer).
+    Invocation {
+        /// The client method, the event's name.
+        target: &'a str,
+        /// Its one argument, the event's payload.
+        argument: &'a EventData,
+    },
+    /// 3, the answer to a client's invocation: void, or an error.
+    Completion {
+        /// The client's `invocationId`.
+        invocation_id: &'a str,
+        /// Why it failed.
+        error: Option<&'a str>,
+    },
+    /// 6, a keep-alive.
+    Ping,
+    /// 7, the hub closes; with `allow_reconnect` the client comes back at once.
+    Close {
+        /// Why.
+        error: &'a str,
+        /// Reconnect at once (omitted when false, as ASP.NET does).
+        allow_reconnect: bool,
+    },
+}
+
+impl ServerRecord<'_> {
+    fn kind(&self) -> u8 {
+        match self {
+            ServerRecord::Invocation { .. } => 1,
+            ServerRecord::Completion { .. } => 3,
+            ServerRecord::Ping => 6,
+            ServerRecord::Close { .. } => 7,
+        }
+    }
+
+    /// The record's text, separator included, in a buffer sized once.
+    pub fn text(&self) -> ByteString {
+        let size = match self {
+            ServerRecord::Invocation { target, argument } => 40 + target.len() + argument.size_hint(),
+            _ => 64,
+        };
+        let mut out = Vec::with_capacity(size);
+        serde_json::to_writer(&mut out, self).expect("a hub record serialises");
+        out.push(RS as u8);
+        ByteString::try_from(out).expect("serde_json writes UTF-8")
+    }
+}
+
+impl serde::Serialize for ServerRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("type", &self.kind())?;
+        match self {
+            ServerRecord::Invocation { target, argument } => {
+                m.serialize_entry("target", target)?;
+                m.serialize_entry("arguments", &[argument])?;
+            }
+            ServerRecord::Completion {
+                invocation_id,
+                error,
+            } => {
+                m.serialize_entry("invocationId", invocation_id)?;
+                if let Some(e) = error {
+                    m.serialize_entry("error", e)?;
+                }
+            }
+            ServerRecord::Ping => {}
+            ServerRecord::Close {
+                error,
+                allow_reconnect,
+            } => {
+                m.serialize_entry("error", error)?;
+                if *allow_reconnect {
+                    m.serialize_entry("allowReconnect", &true)?;
+                }
+            }
+        }
+        m.end()
+    }
+}
 
 /// The successful handshake answer.
 pub const HANDSHAKE_OK: &str = "{}\u{1e}";
 
-/// A push: an Invocation without `invocationId` (with one it would be a
-/// "client result" the client must answer). The hub has no sequence numbers
-/// (the registry's [`EventFrame`](crate::core::registry::EventFrame) passes one).
+/// A push (the registry's [`EventFrame`](crate::core::registry::EventFrame));
+/// the hub has no sequence numbers.
 pub fn invocation_frame(_seq: u64, event: &Event) -> ByteString {
-    let mut f = String::with_capacity(48 + event.name.len() + event.data.len());
-    f.push_str(r#"{"type":1,"target":""#);
-    f.push_str(event.name);
-    f.push_str(r#"","arguments":["#);
-    f.push_str(&event.data);
-    f.push_str("]}");
-    f.push(RS);
-    ByteString::from(f)
+    ServerRecord::Invocation {
+        target: event.name,
+        argument: &event.data,
+    }
+    .text()
 }
 
-/// A failed handshake.
+/// A failed handshake: `{"error": …}`.
 pub fn handshake_error(message: &str) -> String {
-    format!("{}{RS}", json!({ "error": message }))
+    #[derive(serde::Serialize)]
+    struct HandshakeError<'a> {
+        error: &'a str,
+    }
+    let mut t = serde_json::to_string(&HandshakeError { error: message }).expect("serialises");
+    t.push(RS);
+    t
 }
 
 /// A Completion, void or with an error.
-pub fn completion(invocation_id: &str, error: Option<&str>) -> String {
-    let mut m = json!({"type": 3, "invocationId": invocation_id});
-    if let Some(e) = error {
-        m["error"] = json!(e);
+pub fn completion(invocation_id: &str, error: Option<&str>) -> ByteString {
+    ServerRecord::Completion {
+        invocation_id,
+        error,
     }
-    format!("{m}{RS}")
+    .text()
 }
 
 /// A Close record; `allow_reconnect` makes the client reconnect at once.
-pub fn close(error: &str, allow_reconnect: bool) -> String {
-    let mut m = json!({"type": 7, "error": error});
-    if allow_reconnect {
-        m["allowReconnect"] = json!(true);
+pub fn close(error: &str, allow_reconnect: bool) -> ByteString {
+    ServerRecord::Close {
+        error,
+        allow_reconnect,
     }
-    format!("{m}{RS}")
+    .text()
 }
 
 /// Splits complete records off `buf`, leaving an incomplete tail in it.
@@ -157,17 +242,27 @@ mod tests {
         assert!(parse("{}").is_err());
         let e = Event {
             name: "getRoomMessageNotification",
-            data: r#"{"msg":"hi"}"#.to_string(),
+            data: EventData::raw(r#"{"msg":"hi"}"#),
         };
         assert_eq!(&*invocation_frame(1, &e), "{\"type\":1,\"target\":\"getRoomMessageNotification\",\"arguments\":[{\"msg\":\"hi\"}]}\u{1e}");
         assert_eq!(
-            completion("0", None),
+            &*completion("0", None),
             "{\"type\":3,\"invocationId\":\"0\"}\u{1e}"
         );
         assert_eq!(
-            close("bye", true),
+            &*completion("1", Some("no")),
+            "{\"type\":3,\"invocationId\":\"1\",\"error\":\"no\"}\u{1e}"
+        );
+        assert_eq!(
+            &*close("bye", true),
             "{\"type\":7,\"error\":\"bye\",\"allowReconnect\":true}\u{1e}"
         );
+        assert_eq!(
+            &*close("bye", false),
+            "{\"type\":7,\"error\":\"bye\"}\u{1e}"
+        );
+        assert_eq!(&*ServerRecord::Ping.text(), "{\"type\":6}\u{1e}");
+        assert_eq!(handshake_error("nope"), "{\"error\":\"nope\"}\u{1e}");
     }
 }
 

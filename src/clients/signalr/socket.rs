@@ -183,7 +183,7 @@ impl Actor for SignalRSocket {
                 ctx.close(Some(ws::CloseCode::Away.into()));
                 ctx.stop();
             } else if act.handshaken && act.sent.elapsed() >= act.keep_alive {
-                act.send(ctx, protocol::PING);
+                act.send(ctx, protocol::ServerRecord::Ping.text());
             }
         });
     }

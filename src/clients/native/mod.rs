@@ -3,15 +3,17 @@
 //! heartbeat, and closes with a reason: the session ended, 4008 when it
 //! cannot keep up, 1001 on shutdown.
 
+pub(crate) mod protocol;
+
 use super::frames;
 use crate::core::registry::{ClientConnect, ClientDisconnect, Registry};
 use crate::core::words::{ClientId, EndReason, Protocol, ToClient};
 use crate::fragments::{Fragment, Reassembler};
-use crate::rocketchat::Event;
 use actix::prelude::*;
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use serde_json::{json, Value};
+pub(crate) use protocol::event_frame;
+use protocol::{reply, ServerFrame};
 use std::time::{Duration, Instant};
 
 /// Largest message a client may send (they only send pings).
@@ -63,18 +65,11 @@ impl ClientSocket {
     }
 }
 
-/// The answer to a client's text message: a pong, or an error saying why.
-fn reply(text: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(text) {
-        Ok(v) if v.get("type").and_then(Value::as_str) == Some("ping") => r#"{"type":"pong"}"#.into(),
-        Ok(v) => json!({"type": "error", "message": format!("unknown message type {}; clients send only {{\"type\":\"ping\"}}", v.get("type").unwrap_or(&Value::Null))})
-            .to_string(),
-        Err(e) => json!({"type": "error", "message": format!("not JSON: {e}")}).to_string(),
+fn ended_frame(reason: EndReason) -> ByteString {
+    ServerFrame::SessionEnded {
+        reason: reason.as_str(),
     }
-}
-
-fn ended_frame(reason: EndReason) -> String {
-    json!({"type": "sessionEnded", "reason": reason.as_str()}).to_string()
+    .text()
 }
 
 impl Actor for ClientSocket {
@@ -96,8 +91,11 @@ impl Actor for ClientSocket {
                 Ok(Ok((id, seq))) => {
                     act.id = Some(id);
                     ctx.text(
-                        json!({"type": "welcome", "username": act.username, "seq": seq})
-                            .to_string(),
+                        ServerFrame::Welcome {
+                            username: &act.username,
+                            seq,
+                        }
+                        .text(),
                     );
                 }
                 Ok(Err(reason)) => {
@@ -169,7 +167,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ClientSocket {
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) => {}
             Ok(ws::Message::Binary(_)) => ctx.text(
-                json!({"type": "error", "message": "binary frames are not supported"}).to_string(),
+                ServerFrame::Error {
+                    message: "binary frames are not supported",
+                }
+                .text(),
             ),
             Ok(ws::Message::Continuation(item)) => {
                 let r = self.reasm.item(item, MAX_CLIENT_FRAME);
@@ -199,7 +200,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ClientSocket {
 
 #[cfg(test)]
 mod fuzz {
-    use super::reply;
+    use super::protocol::reply;
     use crate::testing::json_ish;
     use proptest::prelude::*;
     use serde_json::Value;
@@ -215,37 +216,5 @@ mod fuzz {
                 prop_assert_eq!(v["type"].as_str(), Some(if ping { "pong" } else { "error" }));
             }
         }
-    }
-}
-
-/// The native protocol's event frame, built once per event for all of a
-/// user's native clients (the registry's [`EventFrame`](crate::core::registry::EventFrame)).
-pub fn event_frame(seq: u64, event: &Event) -> ByteString {
-    use std::fmt::Write as _;
-    let mut f = String::with_capacity(64 + event.name.len() + event.data.len());
-    f.push_str(r#"{"type":"event","seq":"#);
-    let _ = write!(f, "{seq}");
-    f.push_str(r#","event":""#);
-    f.push_str(event.name);
-    f.push_str(r#"","data":"#);
-    f.push_str(&event.data);
-    f.push('}');
-    ByteString::from(f)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_frames_are_the_native_protocol() {
-        let e = Event {
-            name: "getRoomMessageNotification",
-            data: r#"{"msg":"hi"}"#.into(),
-        };
-        assert_eq!(
-            &*event_frame(42, &e),
-            r#"{"type":"event","seq":42,"event":"getRoomMessageNotification","data":{"msg":"hi"}}"#
-        );
     }
 }
