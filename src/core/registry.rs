@@ -528,6 +528,19 @@ pub struct ClientDisconnect {
     pub id: ClientId,
 }
 
+impl ClientDisconnect {
+    /// Tells `registry` that the client `id` of `username` is gone (when it
+    /// was registered: the registry may have dropped it already).
+    pub(crate) fn send(registry: &Addr<Registry>, username: &str, id: Option<ClientId>) {
+        if let Some(id) = id {
+            registry.do_send(ClientDisconnect {
+                username: username.to_string(),
+                id,
+            });
+        }
+    }
+}
+
 impl Handler<ClientDisconnect> for Registry {
     type Result = ();
 

@@ -121,12 +121,7 @@ impl Actor for ClientSocket {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        if let Some(id) = self.id.take() {
-            self.registry.do_send(ClientDisconnect {
-                username: self.username.clone(),
-                id,
-            });
-        }
+        ClientDisconnect::send(&self.registry, &self.username, self.id.take());
         Running::Stop
     }
 }
