@@ -221,12 +221,13 @@ impl Relay {
         Ok(entry)
     }
 
-    /// Why the user's session was ended through [`Relay::end_user`] lately, if it was.
-    pub fn recently_ended(&self, username: &str) -> Option<EndReason> {
+    /// Why the user's session was ended through [`Relay::end_user`] after
+    /// `since`, if it was (and not too long ago to remember).
+    pub fn ended_since(&self, username: &str, since: Instant) -> Option<EndReason> {
         self.ended
             .lock()
             .get(username)
-            .filter(|(_, at)| at.elapsed() < REMEMBER_ENDS)
+            .filter(|(_, at)| *at >= since && at.elapsed() < REMEMBER_ENDS)
             .map(|(r, _)| *r)
     }
 

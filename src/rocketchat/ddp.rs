@@ -172,6 +172,14 @@ pub fn login_error(e: &Value) -> super::RcError {
         return named;
     }
     match code.as_str() {
+        // DDP's rate limiter (REST's answers 429 with headers instead).
+        "too-many-requests" => RcError::RateLimited {
+            retry_after: std::time::Duration::from_millis(
+                e.pointer("/details/timeToReset")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(10_000),
+            ),
+        },
         "403" if reason == "User not found" => {
             RcError::NotFound(format!("no Rocket.Chat user ({reason})"))
         }

@@ -293,13 +293,6 @@ pub fn classify_named(name: &str, message: &str, details: Option<&Value>) -> Opt
         }
         n if n.starts_with("error-login-blocked") => RcError::LoginBlocked(message.to_string()),
         "error-user-is-not-activated" => RcError::Deactivated,
-        "too-many-requests" => RcError::RateLimited {
-            retry_after: Duration::from_millis(
-                detail("timeToReset")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(10_000),
-            ),
-        },
         _ => return None,
     })
 }

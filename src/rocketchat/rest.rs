@@ -21,6 +21,13 @@ pub struct RestClient {
     max_body: usize,
 }
 
+/// What a query value keeps unencoded: RFC 3986's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Largest Rocket.Chat REST response imrelay reads.
 const MAX_RESPONSE: usize = 64 << 20;
 
@@ -247,8 +254,7 @@ impl RestClient {
         admin_password: &str,
         username: &str,
     ) -> Result<Option<Value>, RcError> {
-        let username =
-            percent_encoding::utf8_percent_encode(username, percent_encoding::NON_ALPHANUMERIC);
+        let username = percent_encoding::utf8_percent_encode(username, QUERY_VALUE);
         let path = format!("/api/v1/users.info?username={username}");
         match self
             .json(

@@ -5,7 +5,7 @@
 
 use crate::rocketchat::{Event, EventData};
 use bytestring::ByteString;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Server to client.
 #[derive(Serialize, Debug)]
@@ -68,11 +68,26 @@ impl ServerFrame<'_> {
 }
 
 /// Client to server.
-#[derive(Deserialize, Debug, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ClientFrame {
-    /// Answered with [`ServerFrame::Pong`].
+    /// `{"type":"ping"}`, answered with [`ServerFrame::Pong`].
     Ping,
+}
+
+impl ClientFrame {
+    /// A client's text message, or why it is not one: only a JSON object
+    /// whose `type` names a frame.
+    pub(crate) fn parse(text: &[u8]) -> Result<ClientFrame, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+        match v.get("type").and_then(serde_json::Value::as_str) {
+            Some("ping") => Ok(ClientFrame::Ping),
+            _ => Err(format!(
+                "unknown message type {}; clients send only {{\"type\":\"ping\"}}",
+                v.get("type").unwrap_or(&serde_json::Value::Null)
+            )),
+        }
+    }
 }
 
 /// The native protocol's event frame, built once per event for all of a
@@ -88,18 +103,9 @@ pub(crate) fn event_frame(seq: u64, event: &Event) -> ByteString {
 
 /// The answer to a client's text message: a pong, or an error saying why.
 pub(crate) fn reply(text: &[u8]) -> ByteString {
-    match serde_json::from_slice::<ClientFrame>(text) {
+    match ClientFrame::parse(text) {
         Ok(ClientFrame::Ping) => ServerFrame::Pong.text(),
-        Err(e) => {
-            let message = match serde_json::from_slice::<serde_json::Value>(text) {
-                Ok(v) => format!(
-                    "unknown message type {}; clients send only {{\"type\":\"ping\"}}",
-                    v.get("type").unwrap_or(&serde_json::Value::Null)
-                ),
-                Err(_) => format!("not JSON: {e}"),
-            };
-            ServerFrame::Error { message: &message }.text()
-        }
+        Err(message) => ServerFrame::Error { message: &message }.text(),
     }
 }
 
@@ -140,7 +146,7 @@ mod tests {
                 value: serde_json::value::RawValue::from_string(r#"{"rid":"r"}"#.into()).unwrap(),
             },
         };
-        let cases: [(ByteString, &str); 6] = [
+        let cases: [(ByteString, &str); 7] = [
             (
                 event_frame(42, &e),
                 r#"{"type":"event","seq":42,"event":"getRoomMessageNotification","data":{"msg":"hi"}}"#,
@@ -168,6 +174,10 @@ mod tests {
             (
                 reply(br#"{"type":"hello"}"#),
                 r#"{"type":"error","message":"unknown message type \"hello\"; clients send only {\"type\":\"ping\"}"}"#,
+            ),
+            (
+                reply(br#"["ping"]"#),
+                r#"{"type":"error","message":"unknown message type null; clients send only {\"type\":\"ping\"}"}"#,
             ),
         ];
         for (got, want) in cases {

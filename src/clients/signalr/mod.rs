@@ -190,11 +190,11 @@ pub async fn connect(
                 )
                 .into());
             };
-            if relay.cache.live(&p.username).is_none() {
-                // The session ended since the negotiate: say why if we know.
-                let reason = relay
-                    .recently_ended(&p.username)
-                    .map_or("session_ended", |r| r.as_str());
+            // A logout or delete after the negotiate ends the id, even if
+            // the user logged in again since; so does any other end.
+            let ended = relay.ended_since(&p.username, p.created);
+            if ended.is_some() || relay.cache.live(&p.username).is_none() {
+                let reason = ended.map_or("session_ended", |r| r.as_str());
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     reason,
