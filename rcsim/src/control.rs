@@ -155,13 +155,13 @@ async fn handle(
                 return HttpResponse::BadRequest()
                     .json(json!({"error": "one of text, oversize or fragments is required"}));
             };
-            HttpResponse::Ok().json(json!({"sockets": crate::push_frame(&sim, &u, frame)}))
+            HttpResponse::Ok().json(json!({"sockets": crate::faults::push_frame(&sim, &u, frame)}))
         }
         "logout" => {
             let Some(u) = uid(&sim, username) else {
                 return HttpResponse::NotFound().json(json!({"error": "no such user"}));
             };
-            crate::force_logout(&sim, &u);
+            crate::faults::force_logout(&sim, &u);
             HttpResponse::Ok().json(json!({}))
         }
         "post" => {

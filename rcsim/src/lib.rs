@@ -24,6 +24,7 @@ pub mod control;
 pub mod ddp;
 pub mod ejson;
 pub mod error;
+mod faults;
 pub mod hub;
 pub mod ids;
 pub mod limits;
@@ -391,7 +392,7 @@ impl Rcsim {
     /// management's `sessions/logout`), and removes their tokens like it does.
     pub fn force_logout(&self, username: &str) {
         if let Some(uid) = self.user_id(username) {
-            force_logout(&self.sim, &uid);
+            faults::force_logout(&self.sim, &uid);
         }
     }
 
@@ -526,7 +527,7 @@ impl Rcsim {
     /// Pushes a raw frame at a user's DDP sockets; returns how many got it.
     pub fn send_frame(&self, username: &str, frame: RawFrame) -> usize {
         self.user_id(username)
-            .map_or(0, |uid| push_frame(&self.sim, &uid, frame))
+            .map_or(0, |uid| faults::push_frame(&self.sim, &uid, frame))
     }
 
     /// A Rocket.Chat restart: every socket dropped, the port closed for
@@ -561,47 +562,6 @@ impl Drop for Rcsim {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Pushes `frame` at the DDP sockets logged in as `uid` (the library API and `/_sim/frame`).
-pub(crate) fn push_frame(sim: &Sim, uid: &str, frame: RawFrame) -> usize {
-    let event = format!("{uid}/message");
-    let make = move || match &frame {
-        RawFrame::Text(t) => Out::Text(t.clone().into()),
-        RawFrame::Oversize(n) => Out::Text(hub::changed_frame(
-            "stream-notify-user",
-            &event,
-            &padded(*n),
-        )),
-        RawFrame::Fragmented(parts) => {
-            let text = hub::changed_frame("stream-notify-user", &event, &padded(64)).to_string();
-            let step = text.len().div_ceil((*parts).max(2));
-            let chunks = text
-                .as_bytes()
-                .chunks(step)
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect();
-            Out::Fragments(chunks)
-        }
-    };
-    sim.hub.signal(|user, _| user == Some(uid), make)
-}
-
-/// Emits `<uid>/force_logout` and removes the user's tokens, as device
-/// management's `sessions/logout` does (the library API and `/_sim/logout`).
-pub(crate) fn force_logout(sim: &Sim, uid: &str) {
-    sim.emit(vec![store::user_event(
-        uid,
-        "force_logout",
-        Value::Array(vec![]),
-    )]);
-    let removed = sim.store.lock().remove_user_tokens(uid);
-    sim.tokens_removed(&removed, None);
-}
-
-/// A `stream-notify-user` `message` payload padded with text to `bytes`.
-fn padded(bytes: usize) -> String {
-    serde_json::json!([{"_id": "padding", "msg": "x".repeat(bytes)}]).to_string()
 }
 
 async fn serve(
