@@ -153,10 +153,7 @@ async fn force_logout_ends_the_session() {
     env.sync("alice").await;
     let token = env.login_token("alice").await;
     let mut c = env.client(&token).await;
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
-        .await
-        .unwrap();
+    env.subscribed("alice").await;
     env.sim.force_logout("alice");
     expect_ended(&mut c, "revoked").await;
 }
@@ -172,10 +169,7 @@ async fn sessions_survive_a_rocket_chat_restart() {
     env.sync("bob").await;
     env.login("bob").await;
     let mut c = env.client(&env.login_token("alice").await).await;
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
-        .await
-        .unwrap();
+    env.subscribed("alice").await;
     // Reconnected means: resumed (one more DDP login) and resubscribed.
     let resumed = |s: &Rcsim, user: &str, logins: u64| {
         s.logins(LoginPath::Ddp, user) > logins && s.ddp_subscriptions(user) == 6
@@ -364,10 +358,7 @@ async fn a_session_that_cannot_speak_to_rocket_chat_ends_as_failed_not_revoked()
     let env = start(Settings::default(), |_| {}).await;
     env.sync("alice").await;
     let mut c = env.client(&env.login_token("alice").await).await;
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
-        .await
-        .unwrap();
+    env.subscribed("alice").await;
     // Rocket.Chat refuses the DDP version: the token was never revoked.
     let pushed = env.sim.send_frame(
         "alice",

@@ -12,10 +12,7 @@ async fn chat_actions_run_as_the_user() {
     env.sync("alice").await;
     env.sync("bob").await;
     let mut b = env.client(&env.login_token("bob").await).await;
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("bob") == 6)
-        .await
-        .unwrap();
+    env.subscribed("bob").await;
     // alice has no session yet: the call logs her in first.
     let r = env
         .api(

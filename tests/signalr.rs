@@ -238,10 +238,7 @@ async fn the_hub_speaks_the_json_protocol() {
         record(&mut ws, |r| r["type"] == 3).await,
         json!({"type": 3, "invocationId": "1", "error": "Unknown hub method 'nope'"})
     );
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
-        .await
-        .unwrap();
+    env.subscribed("alice").await;
     env.rc_as(
         "bob",
         "chat.postMessage",

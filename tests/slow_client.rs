@@ -24,10 +24,7 @@ async fn a_slow_client_is_closed_with_4008_while_a_fast_one_keeps_up() {
     let token = env.login_token("alice").await;
     let mut fast = env.client(&token).await;
     let mut slow = upgrade(&env.url, &format!("/ws?token={token}"), Some(4096)).await;
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
-        .await
-        .unwrap();
+    env.subscribed("alice").await;
     let rid = env.sim.direct_room("bob", "alice").unwrap();
     let text = "x".repeat(16 << 10);
     let n = 300;
@@ -118,10 +115,7 @@ async fn deaf_alice(env: &common::Env) -> (tokio::net::TcpStream, String) {
     env.login("bob").await;
     let token = env.login_token("alice").await;
     let deaf = upgrade(&env.url, &format!("/ws?token={token}"), Some(4096)).await;
-    env.sim
-        .wait_for(WAIT, "subscriptions", |s| s.ddp_subscriptions("alice") == 6)
-        .await
-        .unwrap();
+    env.subscribed("alice").await;
     (deaf, env.sim.direct_room("bob", "alice").unwrap())
 }
 

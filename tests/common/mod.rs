@@ -82,6 +82,17 @@ impl Env {
         }
     }
 
+    /// Waits until the user's session has subscribed to all its streams
+    /// (events posted before that may not reach it).
+    pub async fn subscribed(&self, username: &str) {
+        self.sim
+            .wait_for(WAIT, "subscriptions", |s| {
+                s.ddp_subscriptions(username) == 6
+            })
+            .await
+            .unwrap();
+    }
+
     pub async fn get_raw(&self, path: &str) -> (u16, Value) {
         let r = self.call("GET", path, None, Some(API_KEY)).await;
         (r.status, r.body)

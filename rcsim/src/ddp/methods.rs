@@ -15,11 +15,7 @@ impl Connection {
                 .await;
         };
         let id = id.to_string();
-        let params = msg
-            .get("params")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let params = params(msg);
         let delay = self.sim.faults.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

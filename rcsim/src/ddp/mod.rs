@@ -368,3 +368,11 @@ impl Connection {
 
     // ---- methods -----------------------------------------------------
 }
+
+/// A `method` or `sub` message's `params` (none: empty).
+fn params(msg: &Value) -> Vec<Value> {
+    msg.get("params")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}

@@ -27,11 +27,7 @@ impl Connection {
             return Flow::Continue;
         }
         let id = id.to_string();
-        let params = msg
-            .get("params")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let params = params(msg);
         if name == "meteor.loginServiceConfiguration" {
             self.subs.insert(
                 id.clone(),
