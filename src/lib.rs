@@ -32,7 +32,8 @@ pub mod rocketchat;
 mod testing;
 
 use crate::core::admin::{self, AdminAgent};
-use crate::core::cache::TokenCache;
+use crate::core::cache::Entry;
+use crate::core::engine::{memory::MemoryEngine, Engine};
 use crate::core::readiness;
 use crate::core::registry::Registries;
 use crate::core::relay::Relay;
@@ -56,7 +57,7 @@ pub struct Daemon {
     admin: Addr<AdminAgent>,
     ready: Arc<readiness::Readiness>,
     cfg: Arc<Config>,
-    cache: Arc<TokenCache>,
+    relay: web::Data<Relay>,
     admission: Arc<admission::Admission>,
 }
 
@@ -104,7 +105,7 @@ impl Daemon {
         widen_backlog(&listener, LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
         let cfg = Arc::new(cfg);
-        let cache = Arc::new(TokenCache::new(cfg.session.idle_ttl));
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(cfg.session.idle_ttl));
         let ready = Arc::new(readiness::Readiness::default());
         // How each client protocol writes an event, for the registry to use
         // without knowing either wire format.
@@ -112,7 +113,7 @@ impl Daemon {
             clients::native::event_frame as core::registry::EventFrame,
             clients::signalr::protocol::invocation_frame,
         ];
-        let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&cache), wires);
+        let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&engine), wires);
         let fds = admission::descriptor_limit();
         let admission = Arc::new(admission::Admission::new(
             cfg.server.max_connections,
@@ -128,7 +129,7 @@ impl Daemon {
         let admin = AdminAgent::new(Arc::clone(&cfg), Arc::clone(&ready)).start();
         let relay = web::Data::new(Relay::new(
             Arc::clone(&cfg),
-            Arc::clone(&cache),
+            engine,
             registry.clone(),
             admin.clone(),
             Arc::clone(&ready),
@@ -138,28 +139,31 @@ impl Daemon {
         let max_body = cfg.server.max_body_bytes;
         let hub_path = cfg.server.hub_path.clone();
         let (rc_url, rc_timeout) = (cfg.rocketchat.url.clone(), cfg.rocketchat.request_timeout);
-        let make_app = move || {
-            App::new()
-                .app_data(relay.clone())
-                .app_data(hub.clone())
-                .app_data(admitted.clone())
-                // awc::Client is !Send: one REST client per worker thread.
-                .app_data(web::Data::new(rocketchat::rest::RestClient::new(
-                    &rc_url, rc_timeout,
-                )))
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(max_body)
-                        .error_handler(api::errors::json_error),
-                )
-                .app_data(web::PayloadConfig::new(max_body))
-                .configure(|c| {
-                    if let Some(extra) = &extra {
-                        extra(c);
-                    }
-                })
-                .configure(api::configure)
-                .configure(clients::configure(hub_path.clone()))
+        let make_app = {
+            let relay = relay.clone();
+            move || {
+                App::new()
+                    .app_data(relay.clone())
+                    .app_data(hub.clone())
+                    .app_data(admitted.clone())
+                    // awc::Client is !Send: one REST client per worker thread.
+                    .app_data(web::Data::new(rocketchat::rest::RestClient::new(
+                        &rc_url, rc_timeout,
+                    )))
+                    .app_data(
+                        web::JsonConfig::default()
+                            .limit(max_body)
+                            .error_handler(api::errors::json_error),
+                    )
+                    .app_data(web::PayloadConfig::new(max_body))
+                    .configure(|c| {
+                        if let Some(extra) = &extra {
+                            extra(c);
+                        }
+                    })
+                    .configure(api::configure)
+                    .configure(clients::configure(hub_path.clone()))
+            }
         };
         // actix-web's HttpServer, assembled by hand for one addition: an
         // upgrade service, so client websockets leave the HTTP dispatcher
@@ -237,7 +241,7 @@ impl Daemon {
             admin,
             ready,
             cfg,
-            cache,
+            relay,
             admission,
         })
     }
@@ -262,9 +266,9 @@ impl Daemon {
         self.admission.open()
     }
 
-    /// The token cache (for tests and the demo).
-    pub fn cache(&self) -> &TokenCache {
-        &self.cache
+    /// The user's login, unless it expired (for tests).
+    pub async fn live(&self, username: &str) -> Option<Entry> {
+        self.relay.live(username).await.ok().flatten()
     }
 
     /// Graceful stop, bounded by `server.shutdown_timeout`: not ready, clients

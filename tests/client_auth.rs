@@ -45,7 +45,7 @@ async fn a_jwt_logs_the_user_in_and_opens_the_socket() {
         &json!({"sub": "alice", "exp": now() + 300, "iss": "crm", "aud": "chat"}),
         SECRET,
     );
-    assert!(env.daemon().cache().live("alice").is_none());
+    assert!(env.daemon().live("alice").await.is_none());
     // No login call: the JWT alone starts the session.
     let mut c = env.client(&token).await;
     assert_eq!(c.welcome["username"], "alice");
@@ -96,7 +96,7 @@ async fn bad_jwts_are_refused_with_reasons() {
         assert!(v["error"].as_str().unwrap().contains(why), "{why}: {v}");
     }
     assert!(
-        env.daemon().cache().live("alice").is_none(),
+        env.daemon().live("alice").await.is_none(),
         "no session for a refused token"
     );
 }

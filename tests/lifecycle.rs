@@ -88,7 +88,7 @@ async fn a_renewed_login_replaces_the_session_and_clients_keep_receiving() {
     env.login("bob").await;
     let first = env.login("alice").await;
     let mut c = env.client(first["client_token"].as_str().unwrap()).await;
-    let gen1 = env.daemon().cache().live("alice").unwrap().generation;
+    let gen1 = env.daemon().live("alice").await.unwrap().generation;
     let r = env
         .api("POST", "/users/alice/login", Some(json!({"renew": true})))
         .await;
@@ -97,7 +97,7 @@ async fn a_renewed_login_replaces_the_session_and_clients_keep_receiving() {
         r.body["client_token"], first["client_token"],
         "clients survive a new generation"
     );
-    assert!(env.daemon().cache().live("alice").unwrap().generation > gen1);
+    assert!(env.daemon().live("alice").await.unwrap().generation > gen1);
     env.sim
         .wait_for(WAIT, "one DDP socket and one token left", |s| {
             s.logins(LoginPath::Ddp, "alice") == 2
@@ -141,7 +141,7 @@ async fn a_revoked_token_ends_the_session_after_resume_403() {
     assert_eq!(env.sim.remove_tokens("alice"), 1);
     expect_ended(&mut c, "revoked").await;
     assert_eq!(env.sim.ddp_connections("alice"), 0);
-    assert!(env.daemon().cache().live("alice").is_none());
+    assert!(env.daemon().live("alice").await.is_none());
     // A new login starts over.
     let again = env.login("alice").await;
     assert_ne!(again["client_token"].as_str().unwrap(), token);

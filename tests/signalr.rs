@@ -409,7 +409,7 @@ async fn a_connection_negotiated_before_a_session_ends_does_not_upgrade_after_it
             _ => {
                 env.sim.force_logout(name);
                 env.until(WAIT, "the session to end", async || {
-                    env.daemon().cache().live(name).is_none()
+                    env.daemon().live(name).await.is_none()
                 })
                 .await;
             }

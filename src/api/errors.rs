@@ -87,7 +87,18 @@ impl From<RelayError> for ApiError {
                 "user_not_found",
                 format!("no Rocket.Chat user {u}"),
             ),
+            RelayError::Engine(e) => e.into(),
         }
+    }
+}
+
+impl From<crate::core::engine::EngineError> for ApiError {
+    fn from(e: crate::core::engine::EngineError) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
     }
 }
 

@@ -11,9 +11,8 @@ use serde_json::{json, Value};
 pub async fn sessions(req: HttpRequest, relay: web::Data<Relay>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &relay.cfg)?;
     let snapshot = relay.snapshot().await?;
-    let mut list: Vec<Value> = relay
-        .cache
-        .snapshot()
+    let logins = relay.logins().await?;
+    let mut list: Vec<Value> = logins
         .into_iter()
         .map(|(u, e)| {
             let info = snapshot.get(&u);

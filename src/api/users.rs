@@ -111,7 +111,8 @@ pub async fn get_user(
 ) -> Result<HttpResponse, ApiError> {
     let user = relay.rc_user(&rest, &username).await?;
     let info = relay.user_info(&username).await?;
-    let session = relay.cache.live(&username).map(|e| {
+    let live = relay.live(&username).await?;
+    let session = live.map(|e| {
         let clients = info.as_ref().map_or(0, |u| u.clients);
         json!({"expires_at": iso(e.expires_at_system()), "clients": clients})
     });
@@ -159,7 +160,7 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let body: LoginBody =
         super::body::json(&req, payload, BodyLimits::backend(&relay.cfg.server), true).await?;
-    if !body.renew && relay.cache.live(&username).is_some() {
+    if !body.renew && relay.live(&username).await?.is_some() {
         // A cached token would answer 200 with Rocket.Chat down.
         if let Err(why) = relay.ready.check() {
             return Err(ApiError::new(

@@ -65,14 +65,14 @@ pub async fn authenticate_token(
     relay: &Relay,
     rest: &RestClient,
 ) -> Result<String, ApiError> {
-    if let Some(username) = relay.cache.user_for_client_token(token) {
+    if let Some(username) = relay.client_user(token).await? {
         return Ok(username);
     }
     if let (Some(jwt), true) = (&relay.cfg.client.jwt, super::jwt::looks_like_jwt(token)) {
         let claimed =
             super::jwt::verify(token, jwt).map_err(|e| unauthorized("bad_jwt", e.to_string()))?;
         let username = crate::core::username::canonical(&claimed, &relay.cfg.users.reserved)?;
-        if relay.cache.live(&username).is_none() {
+        if relay.live(&username).await?.is_none() {
             // The front end needs nothing but its token: log the user in.
             relay.login(rest, &username, None, false).await?;
         }

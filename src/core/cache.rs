@@ -92,9 +92,14 @@ impl TokenCache {
         }
     }
 
-    /// Stores a new Rocket.Chat login as a new generation. The client token
-    /// survives a generation change (clients stay connected across it).
+    /// Stores a Rocket.Chat login: the same generation, extended, when the
+    /// live entry already holds this token (a session resumed with it),
+    /// else a new generation. The client token survives a generation change
+    /// (clients stay connected across it).
     pub fn install(&self, username: &str, rc_user_id: &str, rc_token: &str) -> Entry {
+        if let Some(e) = self.touch(username).filter(|e| e.rc_token == rc_token) {
+            return e;
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let client_token = self
             .entries
@@ -125,28 +130,20 @@ impl TokenCache {
         Some(e)
     }
 
-    /// Removes the entry only if it is still `generation`.
-    pub fn remove_generation(&self, username: &str, generation: u64) -> Option<Entry> {
-        let (_, e) = self
-            .entries
-            .remove_if(username, |_, e| e.generation == generation)?;
-        self.clients.remove(&e.client_token);
-        Some(e)
-    }
-
     /// The user a client token belongs to, if its entry is live.
     pub fn user_for_client_token(&self, token: &str) -> Option<String> {
         let username = self.clients.get(token)?.clone();
         self.live(&username).map(|_| username)
     }
 
-    /// Users whose entries expire within `within` (or have expired).
-    pub fn expiring(&self, within: Duration) -> Vec<String> {
+    /// Users whose entries expire within `within` (or have expired), with
+    /// their deadlines.
+    pub fn expiring(&self, within: Duration) -> Vec<(String, Instant)> {
         let deadline = Instant::now() + within;
         self.entries
             .iter()
             .filter(|e| e.expires_at <= deadline)
-            .map(|e| e.key().clone())
+            .map(|e| (e.key().clone(), e.expires_at))
             .collect()
     }
 
@@ -184,13 +181,17 @@ mod tests {
             c.user_for_client_token(&a.client_token).as_deref(),
             Some("alice")
         );
+        let same = c.install("alice", "u1", "t1");
+        assert_eq!(
+            same.generation, a.generation,
+            "a resumed token is the same login"
+        );
         let b = c.install("alice", "u1", "t2");
         assert!(b.generation > a.generation);
         assert_eq!(
             b.client_token, a.client_token,
             "clients survive a new generation"
         );
-        assert!(c.remove_generation("alice", a.generation).is_none());
         assert!(c.live("alice").is_some(), "live until the TTL passes");
         tokio::time::advance(Duration::from_secs(3601)).await;
         assert!(c.live("alice").is_none());
@@ -198,7 +199,9 @@ mod tests {
             c.touch("alice").is_none(),
             "an expired entry is not revived"
         );
-        assert_eq!(c.expiring(Duration::ZERO), vec!["alice".to_string()]);
+        let expiring = c.expiring(Duration::ZERO);
+        assert_eq!(expiring.len(), 1);
+        assert_eq!(expiring[0].0, "alice");
         assert!(c.user_for_client_token(&a.client_token).is_none());
         assert!(c.remove("alice").is_some());
         assert!(c.is_empty());

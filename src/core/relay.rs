@@ -1,11 +1,12 @@
 //! The relay's façade: the use cases every adapter calls (log a user in or
 //! reuse the live session, log out, delete, reconnect clients, look a user
-//! up as the admin, snapshot), over the registry shards, the token cache and
-//! the admin agent. It knows no wire format and no HTTP; adapters turn its
+//! up as the admin, snapshot), over the registry shards, the engine and the
+//! admin agent. It knows no wire format and no HTTP; adapters turn its
 //! answers and [`RelayError`]s into theirs.
 
 use super::admin::{AdminAgent, GetCredentials, Relogin};
-use super::cache::{Entry, TokenCache};
+use super::cache::Entry;
+use super::engine::{Engine, EngineError};
 use super::readiness::Readiness;
 use super::registry::{EndUser, Login, LoginFailed, ReconnectClients, Registries, UserInfo};
 use super::session::SessionAuth;
@@ -35,6 +36,9 @@ pub enum RelayError {
     /// Rocket.Chat has no such user (the admin looked).
     #[error("no Rocket.Chat user {0}")]
     UnknownUser(String),
+    /// The engine (where logins and sessions are kept) failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 impl From<LoginFailed> for RelayError {
@@ -43,6 +47,7 @@ impl From<LoginFailed> for RelayError {
             LoginFailed::Rc(e) => RelayError::Rc(e),
             LoginFailed::ShuttingDown => RelayError::ShuttingDown,
             LoginFailed::Interrupted => RelayError::Interrupted,
+            LoginFailed::Engine(e) => RelayError::Engine(e),
         }
     }
 }
@@ -57,8 +62,7 @@ fn gone(e: actix::MailboxError) -> RelayError {
 #[derive(Clone)]
 pub struct Relay {
     pub cfg: Arc<Config>,
-    /// The token cache.
-    pub cache: Arc<TokenCache>,
+    engine: Arc<dyn Engine>,
     /// The registry's shards.
     pub registry: Registries,
     /// The admin agent.
@@ -75,22 +79,37 @@ const REMEMBER_ENDS: Duration = Duration::from_secs(60);
 
 impl Relay {
     /// The façade over running parts.
-    pub fn new(
+    pub(crate) fn new(
         cfg: Arc<Config>,
-        cache: Arc<TokenCache>,
+        engine: Arc<dyn Engine>,
         registry: Registries,
         admin: Addr<AdminAgent>,
         ready: Arc<Readiness>,
     ) -> Relay {
         Relay {
             cfg,
-            cache,
+            engine,
             registry,
             admin,
             ready,
             login_gate: Arc::default(),
             ended: Arc::default(),
         }
+    }
+
+    /// The user's login, unless it expired.
+    pub async fn live(&self, username: &str) -> Result<Option<Entry>, EngineError> {
+        self.engine.live(username).get().await
+    }
+
+    /// The user a client token was given for, while its login is live.
+    pub async fn client_user(&self, token: &str) -> Result<Option<String>, EngineError> {
+        self.engine.user_for_client_token(token).get().await
+    }
+
+    /// Every live login.
+    pub async fn logins(&self) -> Result<Vec<(String, Entry)>, EngineError> {
+        self.engine.logins().get().await
     }
 
     /// The admin agent's credentials.
@@ -137,7 +156,7 @@ impl Relay {
         password: Option<&str>,
         renew: bool,
     ) -> Result<Entry, RelayError> {
-        let auth = match self.cache.live(username).filter(|_| !renew) {
+        let auth = match self.live(username).await?.filter(|_| !renew) {
             Some(e) => SessionAuth::Resume(e.credentials()),
             None => {
                 let password = password_for(&self.cfg.users, username, password);
@@ -214,7 +233,7 @@ impl Relay {
             .for_user(username)
             .send(end)
             .await
-            .map_err(gone)?;
+            .map_err(gone)??;
         let mut ended = self.ended.lock();
         ended.retain(|_, (_, at)| at.elapsed() < REMEMBER_ENDS);
         ended.insert(username.to_string(), (reason, Instant::now()));

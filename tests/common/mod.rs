@@ -189,18 +189,14 @@ impl Env {
     }
 
     /// The user's Rocket.Chat credentials as imrelay caches them.
-    pub fn rc_auth(&self, username: &str) -> (String, String) {
-        let e = self
-            .daemon()
-            .cache()
-            .live(username)
-            .expect("a live session");
+    pub async fn rc_auth(&self, username: &str) -> (String, String) {
+        let e = self.daemon().live(username).await.expect("a live session");
         (e.rc_user_id, e.rc_token)
     }
 
     /// Calls rcsim's REST API as a user, with the token imrelay holds.
     pub async fn rc_as(&self, username: &str, route: &str, body: Value) -> Value {
-        let (uid, token) = self.rc_auth(username);
+        let (uid, token) = self.rc_auth(username).await;
         let mut r = self
             .http
             .post(format!("{}/api/v1/{route}", self.sim.url()))

@@ -6,7 +6,7 @@
 pub(crate) mod protocol;
 
 use super::frames;
-use crate::core::registry::{ClientConnect, ClientDisconnect, Registry};
+use crate::core::registry::{ClientConnect, ClientDisconnect, Refused, Registry};
 use crate::core::words::{ClientId, EndReason, Protocol, ToClient};
 use crate::fragments::{Fragment, Reassembler};
 use actix::prelude::*;
@@ -98,9 +98,13 @@ impl Actor for ClientSocket {
                         .text(),
                     );
                 }
-                Ok(Err(reason)) => {
+                Ok(Err(Refused::Ended(reason))) => {
                     ctx.text(ended_frame(reason));
                     Self::close(ctx, ws::CloseCode::Normal, reason.as_str());
+                }
+                Ok(Err(Refused::Unavailable(e))) => {
+                    log::warn!("user={} client refused: {e}", act.username);
+                    Self::close(ctx, ws::CloseCode::Error, "session store unavailable");
                 }
                 Err(_) => Self::close(ctx, ws::CloseCode::Error, "registry unavailable"),
             })

@@ -193,7 +193,8 @@ pub async fn connect(
             // A logout or delete after the negotiate ends the id, even if
             // the user logged in again since; so does any other end.
             let ended = relay.ended_since(&p.username, p.created);
-            if ended.is_some() || relay.cache.live(&p.username).is_none() {
+            let live = relay.live(&p.username).await.map_err(ApiError::from)?;
+            if ended.is_some() || live.is_none() {
                 let reason = ended.map_or("session_ended", |r| r.as_str());
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,

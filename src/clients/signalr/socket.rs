@@ -6,7 +6,7 @@
 use super::protocol::{self, ClientMsg};
 use crate::clients::frames;
 use crate::clients::native::MAX_CLIENT_FRAME;
-use crate::core::registry::{ClientConnect, ClientDisconnect, Registry};
+use crate::core::registry::{ClientConnect, ClientDisconnect, Refused, Registry};
 use crate::core::words::{ClientId, Protocol, ToClient};
 use crate::fragments::{Fragment, Reassembler};
 use actix::prelude::*;
@@ -104,12 +104,15 @@ impl SignalRSocket {
             .into_actor(self)
             .map(|res, act, ctx| match res {
                 Ok(Ok((id, _))) => act.id = Some(id),
-                Ok(Err(reason)) => act.finish(
+                Ok(Err(Refused::Ended(reason))) => act.finish(
                     ctx,
                     &format!("Session ended: {}", reason.as_str()),
                     false,
                     ws::CloseCode::Normal,
                 ),
+                Ok(Err(Refused::Unavailable(e))) => {
+                    act.finish(ctx, &e.to_string(), true, ws::CloseCode::Error)
+                }
                 Err(_) => act.finish(ctx, "registry unavailable", true, ws::CloseCode::Error),
             })
             .wait(ctx);

@@ -1,0 +1,142 @@
+//! The in-memory engine: one node keeps everything. Logins sit in the
+//! [`TokenCache`]; a user's stream is its sequence number; every client is
+//! on this node, so a batch needs carrying nowhere else.
+
+use super::{Answer, Engine};
+use crate::core::cache::{Entry, TokenCache};
+use crate::rocketchat::{Credentials, Event};
+use dashmap::DashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Everything on this node.
+pub(crate) struct MemoryEngine {
+    tokens: TokenCache,
+    /// The session owning each user.
+    owners: DashMap<String, u64>,
+    /// Each user's last sequence number.
+    streams: DashMap<String, u64>,
+}
+
+impl MemoryEngine {
+    /// Empty, with logins that expire after `idle_ttl` without activity.
+    pub(crate) fn new(idle_ttl: Duration) -> Self {
+        MemoryEngine {
+            tokens: TokenCache::new(idle_ttl),
+            owners: DashMap::new(),
+            streams: DashMap::new(),
+        }
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn live(&self, username: &str) -> Answer<Option<Entry>> {
+        Answer::Now(self.tokens.live(username))
+    }
+
+    fn touch(&self, username: &str) -> Answer<Option<Entry>> {
+        Answer::Now(self.tokens.touch(username))
+    }
+
+    fn extend(&self, username: &str) -> Answer<()> {
+        self.tokens.extend(username);
+        Answer::Now(())
+    }
+
+    fn install(&self, username: &str, creds: &Credentials) -> Answer<Entry> {
+        Answer::Now(self.tokens.install(username, &creds.user_id, &creds.token))
+    }
+
+    fn user_for_client_token(&self, token: &str) -> Answer<Option<String>> {
+        Answer::Now(self.tokens.user_for_client_token(token))
+    }
+
+    fn expiring(&self, within: Duration) -> Answer<Vec<(String, Instant)>> {
+        Answer::Now(self.tokens.expiring(within))
+    }
+
+    fn logins(&self) -> Answer<Vec<(String, Entry)>> {
+        Answer::Now(self.tokens.snapshot())
+    }
+
+    fn claim(&self, username: &str, session: u64) -> Answer<()> {
+        self.owners.insert(username.to_string(), session);
+        Answer::Now(())
+    }
+
+    fn release(&self, username: &str, session: u64) -> Answer<()> {
+        self.owners.remove_if(username, |_, s| *s == session);
+        Answer::Now(())
+    }
+
+    fn publish(&self, username: &str, events: &[Event]) -> Answer<u64> {
+        let n = events.len() as u64;
+        // The name is copied once per user, not once per batch.
+        let last = match self.streams.get_mut(username) {
+            Some(mut seq) => {
+                *seq += n;
+                *seq
+            }
+            None => {
+                self.streams.insert(username.to_string(), n);
+                n
+            }
+        };
+        Answer::Now(last + 1 - n)
+    }
+
+    fn end(&self, username: &str) -> Answer<Option<Entry>> {
+        self.owners.remove(username);
+        self.streams.remove(username);
+        Answer::Now(self.tokens.remove(username))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(token: &str) -> Credentials {
+        Credentials {
+            user_id: "u1".into(),
+            token: token.into(),
+        }
+    }
+
+    async fn get<T>(a: Answer<T>) -> T {
+        a.get().await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_numbers_batches_in_order_and_restarts_after_the_end() {
+        let e = MemoryEngine::new(Duration::from_secs(60));
+        let event = || Event {
+            name: "x",
+            data: crate::rocketchat::EventData::raw("{}"),
+        };
+        let batch = |n| (0..n).map(|_| event()).collect::<Vec<_>>();
+        assert_eq!(get(e.publish("alice", &batch(3))).await, 1);
+        assert_eq!(get(e.publish("alice", &batch(1))).await, 4);
+        assert_eq!(
+            get(e.publish("bob", &batch(2))).await,
+            1,
+            "one stream per user"
+        );
+        get(e.install("alice", &creds("t1"))).await;
+        let ended = get(e.end("alice")).await;
+        assert_eq!(ended.map(|e| e.rc_token).as_deref(), Some("t1"));
+        assert!(get(e.live("alice")).await.is_none());
+        assert_eq!(get(e.publish("alice", &batch(1))).await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_session_does_not_release_a_newer_ones_claim() {
+        let e = MemoryEngine::new(Duration::from_secs(60));
+        get(e.claim("alice", 1)).await;
+        get(e.claim("alice", 2)).await;
+        get(e.release("alice", 1)).await;
+        assert_eq!(e.owners.get("alice").map(|s| *s), Some(2));
+        get(e.release("alice", 2)).await;
+        assert!(e.owners.is_empty());
+    }
+}

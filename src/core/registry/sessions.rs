@@ -1,0 +1,300 @@
+//! The registry's side facing the sessions: logins (a new session, reuse,
+//! waiting for one in progress) and what a session reports (logged in,
+//! gone, events, subscriptions ready), down to the fan-out of a batch to
+//! the user's clients.
+
+use super::{Registry, SessionSlot, DEDUPE_WINDOW};
+use crate::core::cache::Entry;
+use crate::core::engine::EngineError;
+use crate::core::report::{Deliver, Established, SessionGone, SessionReport, SubscriptionsReady};
+use crate::core::session::{SessionAuth, Stop};
+use crate::core::words::{EndReason, ToClient};
+use crate::rocketchat::{Event, RcError};
+use actix::prelude::*;
+use bytestring::ByteString;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+#[derive(Debug)]
+pub enum LoginFailed {
+    /// Rocket.Chat refused or failed.
+    Rc(RcError),
+    /// imrelay is stopping.
+    ShuttingDown,
+    /// The session stopped before it logged in (a logout or delete meanwhile).
+    Interrupted,
+    /// The engine could not record or look up the login.
+    Engine(EngineError),
+}
+
+impl From<EngineError> for LoginFailed {
+    fn from(e: EngineError) -> Self {
+        LoginFailed::Engine(e)
+    }
+}
+
+pub(super) type LoginWaiter = oneshot::Sender<Result<Entry, LoginFailed>>;
+
+impl From<RcError> for LoginFailed {
+    fn from(e: RcError) -> Self {
+        LoginFailed::Rc(e)
+    }
+}
+
+/// The answer of a login waiter: dropped unanswered means interrupted.
+async fn answer(rx: oneshot::Receiver<Result<Entry, LoginFailed>>) -> Result<Entry, LoginFailed> {
+    rx.await.unwrap_or(Err(LoginFailed::Interrupted))
+}
+
+/// Log a user in (or reuse the live login): resolves when the session's
+/// Rocket.Chat login succeeded or failed.
+#[derive(Message)]
+#[rtype(result = "Result<Entry, LoginFailed>")]
+pub struct Login {
+    pub username: String,
+    /// How the session logs in.
+    pub auth: SessionAuth,
+    /// Make a new Rocket.Chat login even if a live one exists (a new generation).
+    pub renew: bool,
+}
+
+impl Handler<Login> for Registry {
+    type Result = ResponseFuture<Result<Entry, LoginFailed>>;
+
+    fn handle(&mut self, msg: Login, ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(async { Err(LoginFailed::ShuttingDown) });
+        }
+        let (tx, rx) = oneshot::channel();
+        let live = self.engine.live(&msg.username);
+        self.then(ctx, live, |act, ctx, live| match live {
+            Ok(live) => act.login(msg, live, tx, ctx),
+            Err(e) => drop(tx.send(Err(e.into()))),
+        });
+        Box::pin(answer(rx))
+    }
+}
+
+impl Registry {
+    /// A [`Login`], with the user's live login as the engine has it.
+    fn login(&mut self, msg: Login, live: Option<Entry>, tx: LoginWaiter, ctx: &mut Context<Self>) {
+        let username = msg.username;
+        let state = self.users.entry(username.clone()).or_default();
+        match &mut state.session {
+            // A live login with its session: reuse it (logins are idempotent).
+            Some(slot) if slot.established && live.is_some() && !msg.renew => {
+                let touch = self.engine.touch(&username);
+                self.then(ctx, touch, |_, _, entry| {
+                    let entry = match entry {
+                        Ok(Some(e)) => Ok(e),
+                        Ok(None) => Err(RcError::Unauthorized.into()),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = tx.send(entry);
+                });
+                return;
+            }
+            // A login in progress: wait for it.
+            Some(slot) if !slot.established => return slot.waiters.push(tx),
+            _ => {}
+        }
+        // A live token but no session (it ended with the token still valid): resume with it.
+        let auth = match (live, msg.auth) {
+            (Some(e), SessionAuth::Password { .. }) if !msg.renew => {
+                SessionAuth::Resume(e.credentials())
+            }
+            (_, auth) => auth,
+        };
+        self.start_session(&username, auth, ctx).waiters.push(tx);
+    }
+}
+
+impl Registry {
+    fn established(&mut self, msg: Established, ctx: &mut Context<Self>) {
+        if self.slot(&msg.username, msg.session).is_none() {
+            return;
+        }
+        let install = self.engine.install(&msg.username, &msg.creds);
+        self.then(ctx, install, move |act, _, entry| {
+            let Some(state) = act.users.get_mut(&msg.username) else {
+                return;
+            };
+            let Some(slot) = state.session.as_mut().filter(|s| s.id == msg.session) else {
+                return;
+            };
+            match entry {
+                Ok(entry) => {
+                    slot.established = true;
+                    for w in slot.waiters.drain(..) {
+                        let _ = w.send(Ok(entry.clone()));
+                    }
+                    log::info!(
+                        "user={} session={} logged in to Rocket.Chat (generation {})",
+                        msg.username,
+                        msg.session,
+                        entry.generation
+                    );
+                }
+                Err(e) => {
+                    log::warn!(
+                        "user={} session={} logged in, but the login could not be stored: {e}",
+                        msg.username,
+                        msg.session
+                    );
+                    slot.addr.do_send(Stop(EndReason::Failed));
+                    for w in slot.waiters.drain(..) {
+                        let _ = w.send(Err(e.clone().into()));
+                    }
+                    state.session = None;
+                }
+            }
+        });
+    }
+
+    /// The user's current session, if it is `session`.
+    fn slot(&mut self, username: &str, session: u64) -> Option<&mut SessionSlot> {
+        self.users
+            .get_mut(username)
+            .and_then(|s| s.session.as_mut())
+            .filter(|s| s.id == session)
+    }
+}
+
+impl Registry {
+    fn session_gone(&mut self, msg: SessionGone, ctx: &mut Context<Self>) {
+        let release = self.engine.release(&msg.username, msg.session);
+        self.detach(ctx, "releasing the session's owner", release);
+        let Some(state) = self.users.get_mut(&msg.username) else {
+            return;
+        };
+        if state.retiring.as_ref().is_some_and(|s| s.id == msg.session) {
+            // The replaced session died first: the new one carries on.
+            state.retiring = None;
+            return;
+        }
+        let Some(slot) = state.session.take_if(|s| s.id == msg.session) else {
+            return;
+        };
+        if let Some(err) = msg.error {
+            for w in slot.waiters {
+                let _ = w.send(Err(LoginFailed::Rc(err.clone())));
+            }
+            if !slot.established {
+                if state.clients.is_empty() {
+                    self.users.remove(&msg.username);
+                }
+                return;
+            }
+        }
+        if msg.reason.is_final() {
+            self.end_user(ctx, &msg.username, msg.reason, |_| {});
+        }
+    }
+}
+
+impl Registry {
+    fn deliver(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let Some(state) = self.users.get_mut(&*msg.username) else {
+            return;
+        };
+        let current = state.session.as_ref().is_some_and(|s| s.id == msg.session);
+        let retiring = state.retiring.as_ref().is_some_and(|s| s.id == msg.session);
+        if !(current || retiring) {
+            return;
+        }
+        let mut events = msg.events;
+        events.retain(|e| !state.duplicate(e));
+        if events.is_empty() {
+            return;
+        }
+        let published = self.engine.publish(&msg.username, &events);
+        let username = msg.username;
+        self.then(ctx, published, move |act, _, first| match first {
+            Ok(first) => act.fan_out(&username, first, &events),
+            Err(e) => log::warn!("user={username} {} events not delivered: {e}", events.len()),
+        });
+    }
+
+    /// Pushes a published batch, whose first event is `first`, to the
+    /// user's clients on this node.
+    fn fan_out(&mut self, username: &str, first: u64, events: &[Event]) {
+        let Some(state) = self.users.get_mut(username) else {
+            return;
+        };
+        state.seq = first + events.len() as u64 - 1;
+        // Each frame is built once, and only for a protocol some client speaks;
+        // the last client of a protocol gets the batch itself, the others a copy.
+        let mut left = [0usize; 2];
+        for (_, p) in state.clients.values() {
+            left[p.slot()] += 1;
+        }
+        let mut frames: [Vec<ByteString>; 2] = [vec![], vec![]];
+        for (slot, frames) in frames.iter_mut().enumerate() {
+            if left[slot] > 0 {
+                let wire = self.wires[slot];
+                frames.extend((first..).zip(events).map(|(seq, e)| wire(seq, e)));
+            }
+        }
+        if frames.iter().all(Vec::is_empty) {
+            return;
+        }
+        let mut slow = vec![];
+        for (id, (c, protocol)) in &state.clients {
+            let p = protocol.slot();
+            left[p] -= 1;
+            let batch = if left[p] == 0 {
+                std::mem::take(&mut frames[p])
+            } else {
+                frames[p].clone()
+            };
+            if let Err(SendError::Full(_)) = c.try_send(ToClient::Push(batch)) {
+                slow.push(*id);
+            }
+        }
+        for id in slow {
+            if let Some((c, _)) = state.clients.remove(&id) {
+                log::warn!(
+                    "user={username} client={id} closed: slow consumer (more than {} deliveries queued)",
+                    self.cfg.client.queue_limit
+                );
+                // Queued past the bound on purpose: the close must follow what is already queued.
+                c.do_send(ToClient::SlowConsumer);
+            }
+        }
+    }
+}
+
+impl Handler<SessionReport> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, report: SessionReport, ctx: &mut Self::Context) {
+        match report {
+            SessionReport::Established(m) => self.established(m, ctx),
+            SessionReport::Gone(m) => self.session_gone(m, ctx),
+            SessionReport::Deliver(m) => self.deliver(m, ctx),
+            SessionReport::SubscriptionsReady(m) => self.subscriptions_ready(m),
+        }
+    }
+}
+
+impl Registry {
+    fn subscriptions_ready(&mut self, msg: SubscriptionsReady) {
+        let Some(state) = self.users.get_mut(&msg.username) else {
+            return;
+        };
+        if state.session.as_ref().is_none_or(|s| s.id != msg.session) {
+            return;
+        }
+        if let Some(old) = state.retiring.take() {
+            log::info!(
+                "user={} session={} took over from session={}",
+                msg.username,
+                msg.session,
+                old.id
+            );
+            old.addr.do_send(Stop(EndReason::Replaced));
+            // Copies of events the old session already delivered may still arrive.
+            state.dedupe_until = Some(Instant::now() + DEDUPE_WINDOW);
+        }
+    }
+}
