@@ -1,6 +1,7 @@
 //! The in-memory engine: one node keeps everything. Logins sit in the
-//! [`TokenCache`]; a user's stream is its sequence number; every client is
-//! on this node, so a batch needs carrying nowhere else.
+//! [`TokenCache`]; beside them, one record per user holds the session that
+//! owns it and its stream's last sequence number. Every client is on this
+//! node, so a batch needs carrying nowhere else.
 
 use super::{Answer, Engine};
 use crate::core::cache::{Entry, TokenCache};
@@ -12,10 +13,17 @@ use tokio::time::Instant;
 /// Everything on this node.
 pub(crate) struct MemoryEngine {
     tokens: TokenCache,
-    /// The session owning each user.
-    owners: DashMap<String, u64>,
-    /// Each user's last sequence number.
-    streams: DashMap<String, u64>,
+    users: DashMap<String, Record>,
+}
+
+/// What the engine keeps of a user besides the login: one entry, not one
+/// per concern, as the per-user cost is what bounds a node.
+#[derive(Default)]
+struct Record {
+    /// The session owning the user (0: none).
+    owner: u64,
+    /// The stream's last sequence number.
+    seq: u64,
 }
 
 impl MemoryEngine {
@@ -23,9 +31,19 @@ impl MemoryEngine {
     pub(crate) fn new(idle_ttl: Duration) -> Self {
         MemoryEngine {
             tokens: TokenCache::new(idle_ttl),
-            owners: DashMap::new(),
-            streams: DashMap::new(),
+            users: DashMap::new(),
         }
+    }
+}
+
+impl MemoryEngine {
+    /// Changes the user's record, made if it has none: the name is copied
+    /// once per user, not once per call.
+    fn record<T>(&self, username: &str, change: impl FnOnce(&mut Record) -> T) -> T {
+        if let Some(mut r) = self.users.get_mut(username) {
+            return change(&mut r);
+        }
+        change(&mut self.users.entry(username.to_string()).or_default())
     }
 }
 
@@ -60,34 +78,30 @@ impl Engine for MemoryEngine {
     }
 
     fn claim(&self, username: &str, session: u64) -> Answer<()> {
-        self.owners.insert(username.to_string(), session);
+        self.record(username, |r| r.owner = session);
         Answer::Now(())
     }
 
     fn release(&self, username: &str, session: u64) -> Answer<()> {
-        self.owners.remove_if(username, |_, s| *s == session);
+        if let Some(mut r) = self.users.get_mut(username) {
+            if r.owner == session {
+                r.owner = 0;
+            }
+        }
         Answer::Now(())
     }
 
     fn publish(&self, username: &str, events: &[Event]) -> Answer<u64> {
         let n = events.len() as u64;
-        // The name is copied once per user, not once per batch.
-        let last = match self.streams.get_mut(username) {
-            Some(mut seq) => {
-                *seq += n;
-                *seq
-            }
-            None => {
-                self.streams.insert(username.to_string(), n);
-                n
-            }
-        };
+        let last = self.record(username, |r| {
+            r.seq += n;
+            r.seq
+        });
         Answer::Now(last + 1 - n)
     }
 
     fn end(&self, username: &str) -> Answer<Option<Entry>> {
-        self.owners.remove(username);
-        self.streams.remove(username);
+        self.users.remove(username);
         Answer::Now(self.tokens.remove(username))
     }
 }
@@ -135,8 +149,8 @@ mod tests {
         get(e.claim("alice", 1)).await;
         get(e.claim("alice", 2)).await;
         get(e.release("alice", 1)).await;
-        assert_eq!(e.owners.get("alice").map(|s| *s), Some(2));
+        assert_eq!(e.users.get("alice").map(|r| r.owner), Some(2));
         get(e.release("alice", 2)).await;
-        assert!(e.owners.is_empty());
+        assert_eq!(e.users.get("alice").map(|r| r.owner), Some(0));
     }
 }

@@ -510,4 +510,59 @@ mod tests {
         .expect("the client is told");
         assert_eq!(*told.lock(), vec!["end logged_out".to_string()]);
     }
+
+    /// An idle login ends at the first sweep past its TTL, unless a
+    /// connected client keeps it (with `clients_keep_alive`): on the
+    /// paused clock, hours of idling take no time.
+    #[actix::test]
+    async fn the_sweep_ends_idle_logins_and_keeps_those_with_clients() {
+        tokio::time::pause();
+        // (clients_keep_alive, a client stays connected, the login ends)
+        let cases = [(true, true, false), (false, true, true), (true, false, true)];
+        for (keep_alive, stays, ends) in cases {
+            let ttl = Duration::from_secs(600);
+            let inner = Arc::new(MemoryEngine::new(ttl));
+            let creds = Credentials {
+                user_id: "u1".into(),
+                token: "t1".into(),
+            };
+            inner.install("alice", &creds).get().await.unwrap();
+            let mut cfg = Config::for_rocketchat(
+                "http://127.0.0.1:9",
+                ("admin", "pw"),
+                "a-key-of-sixteen-chars",
+            );
+            cfg.session.idle_ttl = ttl;
+            cfg.session.clients_keep_alive = keep_alive;
+            let engine: Arc<dyn Engine> = Arc::clone(&inner) as _;
+            let shard = Registry::new(Arc::new(cfg), engine, (0, 1), [frame, frame]).start();
+            let told = Arc::new(parking_lot::Mutex::new(vec![]));
+            let client = Collector(Arc::clone(&told)).start();
+            let connect = ClientConnect {
+                username: "alice".into(),
+                client: client.recipient(),
+                protocol: Protocol::Native,
+            };
+            let (id, _) = shard.send(connect).await.unwrap().unwrap();
+            if !stays {
+                shard.send(ClientDisconnect {
+                    username: "alice".into(),
+                    id,
+                })
+                .await
+                .unwrap();
+            }
+            tokio::time::sleep(ttl * 3).await;
+            let known = shard.send(Snapshot).await.unwrap().contains_key("alice");
+            let live = inner.live("alice").get().await.unwrap().is_some();
+            let case = format!("keep_alive={keep_alive} client={stays}");
+            assert_eq!(!known && !live, ends, "{case}");
+            let expected: Vec<String> = if ends && stays {
+                vec!["end expired".into()]
+            } else {
+                vec![]
+            };
+            assert_eq!(*told.lock(), expected, "{case}");
+        }
+    }
 }
