@@ -15,15 +15,29 @@ fn key(passphrase: &str) -> [u8; 32] {
     key
 }
 
+/// Why an `enc_auth_token` was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AbpError {
+    /// Not base64 at all.
+    #[error("enc_auth_token is not base64")]
+    NotBase64,
+    /// Encrypted with another passphrase, or not by ABP.
+    #[error("enc_auth_token does not decrypt with client.abp_passphrase")]
+    WrongKey,
+    /// Decrypted, but not to text.
+    #[error("enc_auth_token decrypts to binary")]
+    NotText,
+}
+
 /// Decrypts an `enc_auth_token` (already URL-decoded).
-pub fn decrypt(token: &str, passphrase: &str) -> Result<String, String> {
+pub fn decrypt(token: &str, passphrase: &str) -> Result<String, AbpError> {
     let mut data = STANDARD
         .decode(token.trim())
-        .map_err(|_| "enc_auth_token is not base64")?;
+        .map_err(|_| AbpError::NotBase64)?;
     let plain = cbc::Decryptor::<aes::Aes256>::new(&key(passphrase).into(), IV.into())
         .decrypt_padded_mut::<Pkcs7>(&mut data)
-        .map_err(|_| "enc_auth_token does not decrypt with client.abp_passphrase")?;
-    String::from_utf8(plain.to_vec()).map_err(|_| "enc_auth_token decrypts to binary".to_string())
+        .map_err(|_| AbpError::WrongKey)?;
+    String::from_utf8(plain.to_vec()).map_err(|_| AbpError::NotText)
 }
 
 /// Encrypts like ABP's `SimpleStringCipher.Encrypt` (tests, tools).
@@ -49,8 +63,8 @@ mod tests {
             encrypt("eyJhbGciOiJIUzI1NiJ9.test.sig", "gsKxGZ012HLL3MI5"),
             enc
         );
-        assert!(decrypt(enc, "wrong-passphrase").is_err());
-        assert!(decrypt("%%%", "x").is_err());
+        assert_eq!(decrypt(enc, "wrong-passphrase"), Err(AbpError::WrongKey));
+        assert_eq!(decrypt("%%%", "x"), Err(AbpError::NotBase64));
     }
 }
 

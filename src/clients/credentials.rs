@@ -39,7 +39,7 @@ pub fn credential(req: &HttpRequest, relay: &Relay) -> Result<Option<String>, Ap
         };
         return super::abp::decrypt(enc, pass.expose())
             .map(Some)
-            .map_err(|e| unauthorized("bad_client_token", e));
+            .map_err(|e| unauthorized("bad_client_token", e.to_string()));
     }
     Ok(None)
 }

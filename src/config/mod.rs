@@ -432,64 +432,84 @@ pub struct Config {
 
 impl Config {
     /// Reads and validates a config file.
-    pub fn from_file(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            error: Box::new(e),
+        })
     }
 
     /// Parses and validates TOML text.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)?;
         cfg.validated()
     }
 
     /// Checks what the types alone do not, naming the key, and completes
     /// what is derived (the DDP URL, the reserved accounts).
-    pub fn validated(mut self) -> Result<Config, String> {
+    pub fn validated(mut self) -> Result<Config, ConfigError> {
         for (i, k) in self.server.api_keys.iter().enumerate() {
             if k.key.expose().len() < 16 {
-                return Err(format!(
-                    "server.api_keys[{i}].key ({}): use at least 16 characters",
-                    k.name
+                return Err(invalid(
+                    format!("server.api_keys[{i}].key"),
+                    format!("({}) use at least 16 characters", k.name),
                 ));
             }
         }
         if self.server.api_keys.is_empty() {
-            return Err("server.api_keys: configure at least one key for backend apps".into());
+            return Err(invalid(
+                "server.api_keys",
+                "configure at least one key for backend apps",
+            ));
         }
         if !self.server.hub_path.starts_with('/') {
-            return Err("server.hub_path: must start with '/'".into());
+            return Err(invalid("server.hub_path", "must start with '/'"));
         }
         let sv = &self.server;
         if sv.body_timeout < Duration::from_millis(100) {
-            return Err("server.body_timeout: at least 100ms".into());
+            return Err(invalid("server.body_timeout", "at least 100ms"));
         }
         if sv.max_connections == 0 || sv.max_connections_per_ip == 0 {
-            return Err("server.max_connections, max_connections_per_ip: at least 1".into());
+            return Err(invalid(
+                "server.max_connections, max_connections_per_ip",
+                "at least 1",
+            ));
         }
         let rc = &mut self.rocketchat;
         rc.url = rc.url.trim_end_matches('/').to_string();
         if rc.ws_url.is_empty() {
             rc.ws_url = derive_ws_url(&rc.url)
-                .ok_or("rocketchat.url: must start with http:// or https://")?;
+                .ok_or_else(|| invalid("rocketchat.url", "must start with http:// or https://"))?;
         }
         if !(rc.ws_url.starts_with("ws://") || rc.ws_url.starts_with("wss://")) {
-            return Err("rocketchat.ws_url: must start with ws:// or wss://".into());
+            return Err(invalid(
+                "rocketchat.ws_url",
+                "must start with ws:// or wss://",
+            ));
         }
         if rc.max_frame_bytes < 64 << 10 {
-            return Err("rocketchat.max_frame_bytes: at least 65536".into());
+            return Err(invalid("rocketchat.max_frame_bytes", "at least 65536"));
         }
         if rc.health_interval < Duration::from_millis(100) {
-            return Err("rocketchat.health_interval: at least 100ms".into());
+            return Err(invalid("rocketchat.health_interval", "at least 100ms"));
         }
         let users = &mut self.users;
         match users.password {
             PasswordPolicy::Derived if users.password_secret.is_none() => {
-                return Err("users.password_secret: required with password = \"derived\"".into())
+                return Err(invalid(
+                    "users.password_secret",
+                    "required with password = \"derived\"",
+                ))
             }
             PasswordPolicy::Default if users.default_password.is_none() => {
-                return Err("users.default_password: required with password = \"default\"".into())
+                return Err(invalid(
+                    "users.default_password",
+                    "required with password = \"default\"",
+                ))
             }
             _ => {}
         }
@@ -506,25 +526,26 @@ impl Config {
         users.reserved = reserved;
         let s = &self.session;
         if s.reconnect_min.is_zero() || s.reconnect_max < s.reconnect_min {
-            return Err(
-                "session.reconnect_min/reconnect_max: need 0 < reconnect_min <= reconnect_max"
-                    .into(),
-            );
+            return Err(invalid(
+                "session.reconnect_min/reconnect_max",
+                "need 0 < reconnect_min <= reconnect_max",
+            ));
         }
         if s.idle_ttl < Duration::from_secs(1) {
-            return Err("session.idle_ttl: at least 1s".into());
+            return Err(invalid("session.idle_ttl", "at least 1s"));
         }
         let c = &self.client;
         if c.heartbeat_timeout <= c.heartbeat_interval {
-            return Err(
-                "client.heartbeat_timeout: must be longer than client.heartbeat_interval".into(),
-            );
+            return Err(invalid(
+                "client.heartbeat_timeout",
+                "must be longer than client.heartbeat_interval",
+            ));
         }
         if c.queue_limit < 2 {
-            return Err("client.queue_limit: at least 2".into());
+            return Err(invalid("client.queue_limit", "at least 2"));
         }
         if c.write_timeout < Duration::from_millis(100) {
-            return Err("client.write_timeout: at least 100ms".into());
+            return Err(invalid("client.write_timeout", "at least 100ms"));
         }
         Ok(self)
     }
@@ -551,6 +572,45 @@ impl Config {
         }
         .validated()
         .expect("the built-in config is valid")
+    }
+}
+
+/// Why a configuration was refused, as the operator reads it at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// What was wrong in a file, and which file.
+    #[error("{}: {error}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong in it.
+        error: Box<ConfigError>,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type or form.
+    #[error(transparent)]
+    Syntax(#[from] toml::de::Error),
+    /// A value its type allows but imrelay cannot run with.
+    #[error("{key}: {why}")]
+    Invalid {
+        /// The key, as it is written in the file (`server.api_keys[0].key`).
+        key: String,
+        /// What it needs to be.
+        why: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        why: why.into(),
     }
 }
 

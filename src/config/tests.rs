@@ -31,10 +31,10 @@ fn defaults_and_derived_ws_url() {
 #[test]
 fn unknown_keys_are_named() {
     let e = Config::parse(&MIN.replace("[users]", "[users]\npasword = \"x\"")).unwrap_err();
-    assert!(e.contains("pasword"), "{e}");
+    assert!(e.to_string().contains("pasword"), "{e}");
     let e = Config::parse(&MIN.replace("[server]", "[server]\nlisten = \"nope\"")).unwrap_err();
     assert!(
-        e.contains("listen = \"nope\"") && e.contains("host:port"),
+        e.to_string().contains("listen = \"nope\"") && e.to_string().contains("host:port"),
         "{e}"
     );
 }
@@ -66,7 +66,7 @@ fn secrets_from_env_file_and_credentials() {
     ))
     .unwrap_err();
     assert!(
-        e.contains("admin_password") && e.contains("IMRELAY_NOPE_NOT_SET"),
+        e.to_string().contains("admin_password") && e.to_string().contains("IMRELAY_NOPE_NOT_SET"),
         "{e}"
     );
     let e = Config::parse(&MIN.replace(
@@ -74,7 +74,7 @@ fn secrets_from_env_file_and_credentials() {
         r#"admin_password = { credential = "x" }"#,
     ))
     .unwrap_err();
-    assert!(e.contains("CREDENTIALS_DIRECTORY"), "{e}");
+    assert!(e.to_string().contains("CREDENTIALS_DIRECTORY"), "{e}");
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn origins_default_to_same_origin_and_any_is_explicit() {
         let e =
             Config::parse(&MIN.replace("[server]", &format!("[server]\nallowed_origins = {bad}")))
                 .unwrap_err();
-        assert!(e.contains("allowed_origins"), "{bad}: {e}");
+        assert!(e.to_string().contains("allowed_origins"), "{bad}: {e}");
     }
 }
 
@@ -130,9 +130,15 @@ fn the_admin_and_rocket_cat_are_reserved() {
 fn validation_names_the_key() {
     let e =
         Config::parse(&MIN.replace(r#"key = "0123456789abcdef""#, r#"key = "short""#)).unwrap_err();
-    assert!(e.contains("server.api_keys[0].key"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "server.api_keys[0].key"),
+        "{e}"
+    );
     let e = Config::parse(&MIN.replace("password_secret = \"s\"", "")).unwrap_err();
-    assert!(e.contains("users.password_secret"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "users.password_secret"),
+        "{e}"
+    );
     let e = Config::parse(&format!("{MIN}\n[session]\nidle_ttl = \"forever\"")).unwrap_err();
-    assert!(e.contains("idle_ttl"), "{e}");
+    assert!(e.to_string().contains("idle_ttl"), "{e}");
 }
