@@ -2,9 +2,10 @@
 
 mod common;
 
-use common::{start, Seen, API_KEY, WAIT};
+use common::{start, API_KEY, WAIT};
 use rcsim::{RawFrame, Settings};
 use serde_json::json;
+use testkit::Seen;
 
 #[actix_rt::test]
 async fn backend_api_rejects_bad_requests_clearly() {
@@ -130,7 +131,7 @@ async fn client_upgrades_are_authenticated_before_the_upgrade() {
         .expect("allowed origin");
     // Garbage from a client gets an error frame; the socket stays.
     let mut c = env.client(&token).await;
-    c.framed_send_text("{nope").await;
+    c.send_text("{nope").await;
     assert_eq!(c.json().await["type"], "error");
     c.send(json!({"type": "subscribe"})).await;
     assert_eq!(c.json().await["type"], "error");

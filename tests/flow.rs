@@ -2,10 +2,11 @@
 
 mod common;
 
-use common::{start, Seen};
+use common::start;
 use rcsim::Settings;
 use serde_json::json;
 use std::time::Duration;
+use testkit::Seen;
 
 #[actix_rt::test]
 async fn a_dm_reaches_every_client_of_the_recipient_exactly_once() {

@@ -2,11 +2,12 @@
 
 mod common;
 
-use common::{start, Seen, API_KEY, WAIT};
+use common::{start, API_KEY, WAIT};
 use rcsim::{LoginPath, Rcsim, Settings, SimConfig};
 use serde_json::json;
 use std::net::TcpListener;
 use std::time::Duration;
+use testkit::Seen;
 
 /// The `sessionEnded` frame and the close after it.
 async fn expect_ended(c: &mut common::Client, reason: &str) {

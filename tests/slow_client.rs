@@ -5,10 +5,11 @@
 mod common;
 
 use common::raw::{close_code, tcp_state, upgrade};
-use common::{start, Seen, WAIT};
+use common::{start, WAIT};
 use rcsim::Settings;
 use std::time::Duration;
 use std::time::Instant;
+use testkit::Seen;
 
 #[actix_rt::test]
 async fn a_slow_client_is_closed_with_4008_while_a_fast_one_keeps_up() {

@@ -2,10 +2,6 @@
 //! clients. Every wait has a timeout.
 #![allow(dead_code)]
 
-use actix_codec::Framed;
-use awc::ws::{Codec, Frame, Message};
-use awc::BoxedSocket;
-use futures_util::{SinkExt, StreamExt};
 use imrelay::config::Config;
 use imrelay::Daemon;
 use rcsim::{Rcsim, Seed, Settings, SimConfig};
@@ -14,6 +10,8 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 pub mod raw;
+
+use testkit::JsonSocket;
 
 /// Longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -183,7 +181,7 @@ impl Env {
             .connect()
             .await?;
         Ok(Client {
-            framed,
+            socket: JsonSocket::new(framed, WAIT),
             welcome: Value::Null,
         })
     }
@@ -217,47 +215,27 @@ impl Env {
     }
 }
 
-/// What a client saw.
-#[derive(Debug, PartialEq)]
-pub enum Seen {
-    Json(Value),
-    Close(Option<u16>),
-    End,
-}
-
+/// A native `/ws` client: the socket and the welcome it got.
 pub struct Client {
-    pub framed: Framed<BoxedSocket, Codec>,
+    socket: JsonSocket,
     pub welcome: Value,
 }
 
+impl std::ops::Deref for Client {
+    type Target = JsonSocket;
+
+    fn deref(&self) -> &JsonSocket {
+        &self.socket
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut JsonSocket {
+        &mut self.socket
+    }
+}
+
 impl Client {
-    pub async fn next(&mut self) -> Seen {
-        loop {
-            let f = tokio::time::timeout(WAIT, self.framed.next())
-                .await
-                .expect("timed out waiting for a client frame");
-            match f {
-                None => return Seen::End,
-                Some(Ok(Frame::Text(t))) => {
-                    return Seen::Json(serde_json::from_slice(&t).expect("JSON frame"))
-                }
-                Some(Ok(Frame::Close(r))) => return Seen::Close(r.map(|r| r.code.into())),
-                Some(Ok(Frame::Ping(p))) => {
-                    let _ = self.framed.send(Message::Pong(p)).await;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("client protocol error: {e}"),
-            }
-        }
-    }
-
-    pub async fn json(&mut self) -> Value {
-        match self.next().await {
-            Seen::Json(v) => v,
-            other => panic!("expected a frame, got {other:?}"),
-        }
-    }
-
     /// The next `event` frame named `name` (others are skipped and returned).
     pub async fn event(&mut self, name: &str) -> (Value, Vec<Value>) {
         let mut skipped = vec![];
@@ -267,44 +245,6 @@ impl Client {
                 return (v, skipped);
             }
             skipped.push(v);
-        }
-    }
-
-    pub async fn send(&mut self, v: Value) {
-        self.framed_send_text(&v.to_string()).await;
-    }
-
-    pub async fn framed_send_text(&mut self, t: &str) {
-        self.framed
-            .send(Message::Text(t.to_string().into()))
-            .await
-            .expect("send");
-    }
-
-    /// Reads to the close; returns the frames before it and the code.
-    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
-        let mut before = vec![];
-        loop {
-            match self.next().await {
-                Seen::Json(v) => before.push(v),
-                Seen::Close(c) => return (before, c),
-                Seen::End => return (before, None),
-            }
-        }
-    }
-
-    /// Nothing but heartbeat pings (answered) arrives within `d` (used only
-    /// to prove absence): the first ping falls anywhere in the first period.
-    pub async fn quiet_for(&mut self, d: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + d;
-        loop {
-            match tokio::time::timeout_at(deadline, self.framed.next()).await {
-                Err(_) => return None,
-                Ok(Some(Ok(Frame::Ping(p)))) => {
-                    let _ = self.framed.send(Message::Pong(p)).await;
-                }
-                Ok(f) => return Some(format!("{f:?}")),
-            }
         }
     }
 }

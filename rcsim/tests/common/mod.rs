@@ -2,13 +2,10 @@
 //! both on awc over real sockets. Every wait has a timeout.
 #![allow(dead_code)]
 
-use actix_codec::Framed;
-use awc::ws::{Codec, Frame, Message};
-use awc::BoxedSocket;
-use futures_util::{SinkExt, StreamExt};
 use rcsim::{Rcsim, Seed, Settings, SimConfig};
 use serde_json::{json, Value};
 use std::time::Duration;
+use testkit::JsonSocket;
 
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -23,19 +20,24 @@ pub fn sim(settings: Settings) -> Rcsim {
     .expect("rcsim starts")
 }
 
-/// What a DDP socket saw.
-#[derive(Debug)]
-pub enum Seen {
-    Json(Value),
-    Close(Option<u16>),
-    End,
+/// A DDP client: the socket and its method ids.
+pub struct Ddp {
+    socket: JsonSocket,
+    next_id: u64,
 }
 
-pub struct Ddp {
-    framed: Framed<BoxedSocket, Codec>,
-    next_id: u64,
-    /// Frames read past while waiting for something else.
-    pub backlog: Vec<Value>,
+impl std::ops::Deref for Ddp {
+    type Target = JsonSocket;
+
+    fn deref(&self) -> &JsonSocket {
+        &self.socket
+    }
+}
+
+impl std::ops::DerefMut for Ddp {
+    fn deref_mut(&mut self) -> &mut JsonSocket {
+        &mut self.socket
+    }
 }
 
 impl Ddp {
@@ -48,9 +50,8 @@ impl Ddp {
             .await
             .expect("websocket connects");
         Ddp {
-            framed,
+            socket: JsonSocket::new(framed, WAIT),
             next_id: 0,
-            backlog: vec![],
         }
     }
 
@@ -70,78 +71,6 @@ impl Ddp {
         let r = d.login_password(user, password).await;
         assert!(r.get("result").is_some(), "login failed: {r}");
         d
-    }
-
-    /// The underlying websocket, for raw frame assertions.
-    pub fn framed_mut(&mut self) -> &mut Framed<BoxedSocket, Codec> {
-        &mut self.framed
-    }
-
-    pub async fn send(&mut self, v: Value) {
-        self.send_text(v.to_string()).await;
-    }
-
-    pub async fn send_text(&mut self, t: String) {
-        self.framed
-            .send(Message::Text(t.into()))
-            .await
-            .expect("send");
-    }
-
-    /// The next frame, event or close; answers websocket pings.
-    pub async fn next(&mut self) -> Seen {
-        loop {
-            let f = tokio::time::timeout(WAIT, self.framed.next())
-                .await
-                .expect("timed out waiting for a DDP frame");
-            match f {
-                None => return Seen::End,
-                Some(Ok(Frame::Text(t))) => {
-                    return Seen::Json(serde_json::from_slice(&t).expect("server sent JSON"))
-                }
-                Some(Ok(Frame::Close(r))) => return Seen::Close(r.map(|r| r.code.into())),
-                Some(Ok(Frame::Ping(p))) => {
-                    let _ = self.framed.send(Message::Pong(p)).await;
-                }
-                Some(Ok(other)) => panic!("unexpected frame {other:?}"),
-                Some(Err(e)) => panic!("protocol error {e}"),
-            }
-        }
-    }
-
-    /// The next JSON frame (panics on close).
-    pub async fn json(&mut self) -> Value {
-        match self.next().await {
-            Seen::Json(v) => v,
-            other => panic!("expected a frame, got {other:?}"),
-        }
-    }
-
-    /// Reads until a frame matches, keeping the others in `backlog`.
-    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.backlog.iter().position(&pred) {
-            return self.backlog.remove(i);
-        }
-        loop {
-            let v = self.json().await;
-            if pred(&v) {
-                return v;
-            }
-            self.backlog.push(v);
-        }
-    }
-
-    /// Reads until the socket closes; returns the close code (None = no Close frame)
-    /// and the frames seen before.
-    pub async fn until_closed(&mut self) -> (Option<u16>, Vec<Value>) {
-        let mut before = vec![];
-        loop {
-            match self.next().await {
-                Seen::Json(v) => before.push(v),
-                Seen::Close(code) => return (code, before),
-                Seen::End => return (None, before),
-            }
-        }
     }
 
     pub fn id(&mut self) -> String {
@@ -187,15 +116,6 @@ impl Ddp {
             })
             .await;
         v["fields"]["args"].clone()
-    }
-
-    /// Asserts nothing at all arrives within `d` (used only to prove absence).
-    pub async fn quiet_for(&mut self, d: Duration) -> Option<Value> {
-        match tokio::time::timeout(d, self.framed.next()).await {
-            Err(_) => None,
-            Ok(Some(Ok(Frame::Text(t)))) => Some(serde_json::from_slice(&t).unwrap_or(Value::Null)),
-            Ok(other) => Some(json!({"other": format!("{other:?}")})),
-        }
     }
 }
 
