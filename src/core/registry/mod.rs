@@ -518,7 +518,11 @@ mod tests {
     async fn the_sweep_ends_idle_logins_and_keeps_those_with_clients() {
         tokio::time::pause();
         // (clients_keep_alive, a client stays connected, the login ends)
-        let cases = [(true, true, false), (false, true, true), (true, false, true)];
+        let cases = [
+            (true, true, false),
+            (false, true, true),
+            (true, false, true),
+        ];
         for (keep_alive, stays, ends) in cases {
             let ttl = Duration::from_secs(600);
             let inner = Arc::new(MemoryEngine::new(ttl));
@@ -545,12 +549,13 @@ mod tests {
             };
             let (id, _) = shard.send(connect).await.unwrap().unwrap();
             if !stays {
-                shard.send(ClientDisconnect {
-                    username: "alice".into(),
-                    id,
-                })
-                .await
-                .unwrap();
+                shard
+                    .send(ClientDisconnect {
+                        username: "alice".into(),
+                        id,
+                    })
+                    .await
+                    .unwrap();
             }
             tokio::time::sleep(ttl * 3).await;
             let known = shard.send(Snapshot).await.unwrap().contains_key("alice");

@@ -3,9 +3,9 @@
 //! gone, events, subscriptions ready), down to the fan-out of a batch to
 //! the user's clients.
 
-use super::{Registry, SessionSlot, DEDUPE_WINDOW};
+use super::{Registry, SessionSlot, UserState, Wires, DEDUPE_WINDOW};
 use crate::core::cache::Entry;
-use crate::core::engine::EngineError;
+use crate::core::engine::{Answer, EngineError};
 use crate::core::report::{Deliver, Established, SessionGone, SessionReport, SubscriptionsReady};
 use crate::core::session::{SessionAuth, Stop};
 use crate::core::words::{EndReason, ToClient};
@@ -207,20 +207,41 @@ impl Registry {
         if events.is_empty() {
             return;
         }
-        let published = self.engine.publish(&msg.username, &events);
-        let username = msg.username;
-        self.then(ctx, published, move |act, _, first| match first {
-            Ok(first) => act.fan_out(&username, first, &events),
-            Err(e) => log::warn!("user={username} {} events not delivered: {e}", events.len()),
-        });
+        let fan_out = FanOut {
+            wires: self.wires,
+            queue_limit: self.cfg.client.queue_limit,
+        };
+        match self.engine.publish(&msg.username, &events) {
+            // The state already in hand: no second lookup per batch.
+            Answer::Now(first) => fan_out.push(&msg.username, state, first, &events),
+            later => {
+                let username = msg.username;
+                self.then(ctx, later, move |act, _, first| match first {
+                    Ok(first) => {
+                        if let Some(state) = act.users.get_mut(&*username) {
+                            fan_out.push(&username, state, first, &events);
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("user={username} {} events not delivered: {e}", events.len())
+                    }
+                });
+            }
+        }
     }
+}
 
+/// What pushing a batch to a user's clients needs of its shard.
+#[derive(Clone, Copy)]
+struct FanOut {
+    wires: Wires,
+    queue_limit: usize,
+}
+
+impl FanOut {
     /// Pushes a published batch, whose first event is `first`, to the
     /// user's clients on this node.
-    fn fan_out(&mut self, username: &str, first: u64, events: &[Event]) {
-        let Some(state) = self.users.get_mut(username) else {
-            return;
-        };
+    fn push(self, username: &str, state: &mut UserState, first: u64, events: &[Event]) {
         state.seq = first + events.len() as u64 - 1;
         // Each frame is built once, and only for a protocol some client speaks;
         // the last client of a protocol gets the batch itself, the others a copy.
@@ -255,7 +276,7 @@ impl Registry {
             if let Some((c, _)) = state.clients.remove(&id) {
                 log::warn!(
                     "user={username} client={id} closed: slow consumer (more than {} deliveries queued)",
-                    self.cfg.client.queue_limit
+                    self.queue_limit
                 );
                 // Queued past the bound on purpose: the close must follow what is already queued.
                 c.do_send(ToClient::SlowConsumer);
