@@ -105,7 +105,11 @@ impl Daemon {
         widen_backlog(&listener, LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
         let cfg = Arc::new(cfg);
-        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(cfg.session.idle_ttl));
+        let history = core::engine::history::Bounds {
+            size: cfg.client.history_size,
+            ttl: cfg.client.history_ttl,
+        };
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(cfg.session.idle_ttl, history));
         let ready = Arc::new(readiness::Readiness::default());
         // How each client protocol writes an event, for the registry to use
         // without knowing either wire format.

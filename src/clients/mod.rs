@@ -70,6 +70,7 @@ async fn native_ws(
     rest: web::Data<crate::rocketchat::rest::RestClient>,
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &relay)?;
+    let since = native::resume_point(req.query_string())?;
     let username = credentials::authenticate(&req, &relay, &rest).await?;
     let c = &relay.cfg.client;
     let shard = relay.registry.shard(&username);
@@ -79,6 +80,7 @@ async fn native_ws(
         c.heartbeat_interval,
         c.heartbeat_timeout,
         c.queue_limit,
+        since,
     );
     upgrade::accept(&req, actor, limits(&relay, &username), &shard.arbiter)
 }

@@ -364,6 +364,12 @@ pub struct ClientConfig {
     /// Deliveries (the events of one read from Rocket.Chat each) queued per
     /// client before it is closed as a slow consumer.
     pub queue_limit: usize,
+    /// Events kept per user for clients that reconnect with `since`
+    /// (0: none, and a reconnecting client always reloads).
+    pub history_size: usize,
+    /// How long an event stays replayable.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
     /// JWTs signed by the backend accepted as client credentials.
     pub jwt: Option<JwtConfig>,
     /// ABP's `enc_auth_token` passphrase (`AppConsts.DefaultPassPhrase`).
@@ -377,6 +383,8 @@ impl Default for ClientConfig {
             heartbeat_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             queue_limit: 256,
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
             jwt: None,
             abp_passphrase: None,
         }
@@ -543,6 +551,12 @@ impl Config {
         }
         if c.queue_limit < 2 {
             return Err(invalid("client.queue_limit", "at least 2"));
+        }
+        if c.history_size > 100_000 {
+            return Err(invalid(
+                "client.history_size",
+                "at most 100000 (events kept per user)",
+            ));
         }
         if c.write_timeout < Duration::from_millis(100) {
             return Err(invalid("client.write_timeout", "at least 100ms"));

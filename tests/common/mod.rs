@@ -174,7 +174,20 @@ impl Env {
     }
 
     pub async fn raw_client(&self, token: &str) -> Result<Client, awc::error::WsClientError> {
-        let url = format!("{}/ws?token={token}", self.url.replacen("http", "ws", 1));
+        self.client_with(token, "").await
+    }
+
+    /// A native client whose query carries `extra` after the token
+    /// (`&since=…&epoch=…`), before the welcome.
+    pub async fn client_with(
+        &self,
+        token: &str,
+        extra: &str,
+    ) -> Result<Client, awc::error::WsClientError> {
+        let url = format!(
+            "{}/ws?token={token}{extra}",
+            self.url.replacen("http", "ws", 1)
+        );
         let (_, framed) = awc::Client::new()
             .ws(url)
             .max_frame_size(16 << 20)
@@ -212,6 +225,21 @@ impl Env {
         if let Some(d) = self.daemon.take() {
             d.shutdown().await;
         }
+    }
+
+    /// Stops the daemon and starts a new one (a new process, as far as its
+    /// state goes) against the same rcsim, with `tweak` applied.
+    pub async fn restart_daemon(&mut self, tweak: impl FnOnce(&mut Config)) {
+        self.shutdown().await;
+        let mut cfg = Config::for_rocketchat(&self.sim.url(), ("super", "123qwe"), API_KEY);
+        tweak(&mut cfg);
+        let daemon = Daemon::start(cfg, TcpListener::bind("127.0.0.1:0").unwrap()).expect("daemon");
+        self.url = daemon.url();
+        self.daemon = Some(daemon);
+        self.until(WAIT, "the daemon is ready", async || {
+            self.get_raw("/readyz").await.0 == 200
+        })
+        .await;
     }
 }
 

@@ -6,10 +6,13 @@
 pub(crate) mod protocol;
 
 use super::frames;
-use crate::core::registry::{ClientConnect, ClientDisconnect, Refused, Registry};
+use crate::api::errors::ApiError;
+use crate::core::engine::{Replay, Since};
+use crate::core::registry::{ClientConnect, ClientDisconnect, Connected, Refused, Registry};
 use crate::core::words::{ClientId, EndReason, Protocol, ToClient};
 use crate::fragments::{Fragment, Reassembler};
 use actix::prelude::*;
+use actix_web::{http::StatusCode, web};
 use actix_web_actors::ws;
 use bytestring::ByteString;
 pub(crate) use protocol::event_frame;
@@ -29,16 +32,19 @@ pub struct ClientSocket {
     timeout: Duration,
     queue_limit: usize,
     reasm: Reassembler,
+    /// Where the client left off, until it has joined.
+    since: Option<Since>,
 }
 
 impl ClientSocket {
-    /// A socket for an authenticated user.
-    pub fn new(
+    /// A socket for an authenticated user, resuming after `since` if given.
+    pub(crate) fn new(
         username: String,
         registry: Addr<Registry>,
         heartbeat: Duration,
         timeout: Duration,
         queue_limit: usize,
+        since: Option<Since>,
     ) -> Self {
         ClientSocket {
             username,
@@ -49,6 +55,7 @@ impl ClientSocket {
             timeout,
             queue_limit,
             reasm: Reassembler::default(),
+            since,
         }
     }
 
@@ -62,6 +69,35 @@ impl ClientSocket {
 
     fn on_text(&mut self, text: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
         ctx.text(reply(text));
+    }
+}
+
+/// `?since=S&epoch=E` on `/ws`: where a returning client left off.
+#[derive(serde::Deserialize)]
+struct ResumeQuery {
+    since: Option<u64>,
+    epoch: Option<String>,
+}
+
+/// The longest epoch a client may send back (imrelay's are 12 characters).
+const MAX_EPOCH: usize = 64;
+
+/// Where the client says it left off, if it says so; a 400 that tells how
+/// to say it otherwise.
+pub(crate) fn resume_point(query: &str) -> Result<Option<Since>, ApiError> {
+    let bad = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_resume", why);
+    let q = web::Query::<ResumeQuery>::from_query(query)
+        .map_err(|_| bad("since must be the seq of the last event processed (a number)"))?
+        .into_inner();
+    match (q.since, q.epoch) {
+        (None, None) => Ok(None),
+        (Some(seq), Some(epoch)) if !epoch.is_empty() && epoch.len() <= MAX_EPOCH => {
+            Ok(Some(Since { epoch, seq }))
+        }
+        (Some(_), _) => Err(bad("since needs the epoch of the welcome it counts from")),
+        (None, Some(_)) => Err(bad(
+            "epoch goes with since, the seq of the last event processed",
+        )),
     }
 }
 
@@ -79,24 +115,40 @@ impl Actor for ClientSocket {
         // The registry's try_send fails once this many messages wait: the
         // client is then closed as a slow consumer instead of growing memory.
         ctx.set_mailbox_capacity(self.queue_limit);
+        let since = self.since.take();
+        let from = since.as_ref().map_or(0, |s| s.seq);
         let connect = ClientConnect {
             username: self.username.clone(),
             client: ctx.address().recipient(),
             protocol: Protocol::Native,
+            since,
         };
         self.registry
             .send(connect)
             .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok(Ok((id, seq))) => {
+            .map(move |res, act, ctx| match res {
+                Ok(Ok(Connected { id, stream })) => {
                     act.id = Some(id);
+                    let recovered = stream
+                        .replay
+                        .as_ref()
+                        .map(|r| matches!(r, Replay::Recovered(_)));
                     ctx.text(
                         ServerFrame::Welcome {
                             username: &act.username,
-                            seq,
+                            seq: stream.last,
+                            epoch: &stream.epoch,
+                            recovered,
                         }
                         .text(),
                     );
+                    // Before any live event: this actor reads its mailbox
+                    // only once this future is done.
+                    if let Some(replay) = &stream.replay {
+                        for (seq, event) in replay.events(from) {
+                            ctx.text(event_frame(seq, event));
+                        }
+                    }
                 }
                 Ok(Err(Refused::Ended(reason))) => {
                     ctx.text(ended_frame(reason));

@@ -11,12 +11,20 @@ use serde::Serialize;
 #[derive(Serialize, Debug)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub(crate) enum ServerFrame<'a> {
-    /// First, once registered: who, and the user's current sequence.
+    /// First, once registered: who, the user's current sequence and its
+    /// epoch, and, for a client that said where it left off, whether what
+    /// it missed follows.
     Welcome {
         /// The user.
         username: &'a str,
         /// The last event's number.
         seq: u64,
+        /// The numbering's epoch: a `since` is only good within one.
+        epoch: &'a str,
+        /// `true`: the missed events follow, then the live ones; `false`:
+        /// they are gone (reload through the REST proxy).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     /// An event, numbered per user (the same on all of a user's clients).
     Event {
@@ -146,7 +154,7 @@ mod tests {
                 value: serde_json::value::RawValue::from_string(r#"{"rid":"r"}"#.into()).unwrap(),
             },
         };
-        let cases: [(ByteString, &str); 7] = [
+        let cases: [(ByteString, &str); 8] = [
             (
                 event_frame(42, &e),
                 r#"{"type":"event","seq":42,"event":"getRoomMessageNotification","data":{"msg":"hi"}}"#,
@@ -159,9 +167,21 @@ mod tests {
                 ServerFrame::Welcome {
                     username: "alice",
                     seq: 41,
+                    epoch: "e1",
+                    recovered: None,
                 }
                 .text(),
-                r#"{"type":"welcome","username":"alice","seq":41}"#,
+                r#"{"type":"welcome","username":"alice","seq":41,"epoch":"e1"}"#,
+            ),
+            (
+                ServerFrame::Welcome {
+                    username: "alice",
+                    seq: 41,
+                    epoch: "e1",
+                    recovered: Some(false),
+                }
+                .text(),
+                r#"{"type":"welcome","username":"alice","seq":41,"epoch":"e1","recovered":false}"#,
             ),
             (
                 ServerFrame::SessionEnded {

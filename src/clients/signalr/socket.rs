@@ -98,12 +98,13 @@ impl SignalRSocket {
             username: self.username.clone(),
             client: ctx.address().recipient(),
             protocol: Protocol::SignalR,
+            since: None,
         };
         self.registry
             .send(connect)
             .into_actor(self)
             .map(|res, act, ctx| match res {
-                Ok(Ok((id, _))) => act.id = Some(id),
+                Ok(Ok(connected)) => act.id = Some(connected.id),
                 Ok(Err(Refused::Ended(reason))) => act.finish(
                     ctx,
                     &format!("Session ended: {}", reason.as_str()),

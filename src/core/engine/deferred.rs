@@ -5,9 +5,9 @@
 //! the registry through [`Answer::Later`] in tests.
 
 use super::memory::MemoryEngine;
-use super::{Answer, Engine};
+use super::{Answer, Batch, Engine, Joined, Since};
 use crate::core::cache::Entry;
-use crate::rocketchat::{Credentials, Event};
+use crate::rocketchat::Credentials;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,9 +86,14 @@ impl Engine for Deferred {
         self.later(move |e| e.release(&u, session))
     }
 
-    fn publish(&self, username: &str, events: &[Event]) -> Answer<u64> {
-        let (u, events) = (username.to_string(), events.to_vec());
-        self.later(move |e| e.publish(&u, &events))
+    fn publish(&self, username: &str, batch: &Batch) -> Answer<u64> {
+        let (u, batch) = (username.to_string(), Batch::clone(batch));
+        self.later(move |e| e.publish(&u, &batch))
+    }
+
+    fn join(&self, username: &str, since: Option<&Since>) -> Answer<Joined> {
+        let (u, since) = (username.to_string(), since.cloned());
+        self.later(move |e| e.join(&u, since.as_ref()))
     }
 
     fn end(&self, username: &str) -> Answer<Option<Entry>> {

@@ -13,12 +13,14 @@
 
 #[cfg(test)]
 pub(crate) mod deferred;
+pub(crate) mod history;
 pub(crate) mod memory;
 
 use super::cache::Entry;
 use crate::rocketchat::{Credentials, Event};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -55,6 +57,52 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+/// The events of one read from Rocket.Chat, shared by the fan-out and the
+/// history (never copied).
+pub type Batch = Arc<[Event]>;
+
+/// Where a client that dropped left off: the epoch of its stream and the
+/// last sequence number it processed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Since {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// A user's stream as a client joins it.
+pub struct Joined {
+    /// Changes whenever the numbering could restart (a new process, the
+    /// stream ended): a `since` from another epoch cannot be trusted.
+    pub epoch: Arc<str>,
+    /// The last sequence number given out.
+    pub last: u64,
+    /// What the client missed, when it said where it left off.
+    pub replay: Option<Replay>,
+}
+
+/// The answer to a [`Since`].
+pub enum Replay {
+    /// Everything after it is still held: these batches (each with its
+    /// first event's number), covering it.
+    Recovered(Vec<(u64, Batch)>),
+    /// Another epoch, or older than the history: the client must reload.
+    Lost,
+}
+
+impl Replay {
+    /// The events after `since`, numbered, in order.
+    pub(crate) fn events(&self, since: u64) -> impl Iterator<Item = (u64, &Event)> {
+        let batches = match self {
+            Replay::Recovered(b) => &b[..],
+            Replay::Lost => &[],
+        };
+        batches
+            .iter()
+            .flat_map(|(first, b)| (*first..).zip(b.iter()))
+            .filter(move |(seq, _)| *seq > since)
+    }
+}
+
 /// The state a relay shares, behind one seam (see the module doc).
 pub(crate) trait Engine: Send + Sync + 'static {
     /// The user's login if it has not expired.
@@ -88,13 +136,22 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Session `session` no longer owns the user (if it still did).
     fn release(&self, username: &str, session: u64) -> Answer<()>;
 
-    /// Appends a batch to the user's stream and carries it to the places
-    /// holding the user's clients other than the caller's: the sequence
-    /// number of the batch's first event (the rest follow it, in order).
-    fn publish(&self, username: &str, events: &[Event]) -> Answer<u64>;
+    /// Appends a batch to the user's stream (and its history) and carries
+    /// it to the places holding the user's clients other than the caller's:
+    /// the sequence number of the batch's first event (the rest follow it,
+    /// in order).
+    fn publish(&self, username: &str, batch: &Batch) -> Answer<u64>;
+
+    /// A client joins the user's stream: its epoch and last number, and,
+    /// given where the client left off, what it missed. Nothing can be
+    /// published between this answer and the client's registration (the
+    /// shard holds its mailbox), so the replay and the live events meet
+    /// with no gap and no overlap.
+    fn join(&self, username: &str, since: Option<&Since>) -> Answer<Joined>;
 
     /// The user is over (logout, deletion, expiry): its login, its owner and
-    /// its stream go; the login it had.
+    /// its stream (with its history) go, so the next stream has a new
+    /// epoch; the login it had.
     fn end(&self, username: &str) -> Answer<Option<Entry>>;
 }
 

@@ -2,7 +2,7 @@
 //! an operator's request that a user's clients reconnect.
 
 use super::{next_id, Registry};
-use crate::core::engine::EngineError;
+use crate::core::engine::{EngineError, Joined, Since};
 use crate::core::words::{ClientId, EndReason, Protocol, ToClient};
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -16,19 +16,29 @@ pub enum Refused {
     Unavailable(EngineError),
 }
 
-/// A client connected: returns its id and the user's current sequence.
+/// A client registered: its id, and the user's stream as it joined (what
+/// it missed, if it said where it left off). Events published after this
+/// go to its mailbox.
+pub struct Connected {
+    pub id: ClientId,
+    pub stream: Joined,
+}
+
+/// A client connected: registers it and joins it to the user's stream.
 #[derive(Message)]
-#[rtype(result = "Result<(ClientId, u64), Refused>")]
+#[rtype(result = "Result<Connected, Refused>")]
 pub struct ClientConnect {
     pub username: String,
     /// Where to push.
     pub client: Recipient<ToClient>,
     /// In which form.
     pub protocol: Protocol,
+    /// Where it left off, if it is coming back.
+    pub since: Option<Since>,
 }
 
 impl Handler<ClientConnect> for Registry {
-    type Result = ResponseFuture<Result<(ClientId, u64), Refused>>;
+    type Result = ResponseFuture<Result<Connected, Refused>>;
 
     fn handle(&mut self, msg: ClientConnect, ctx: &mut Self::Context) -> Self::Result {
         if self.shutting_down {
@@ -36,18 +46,23 @@ impl Handler<ClientConnect> for Registry {
         }
         let (tx, rx) = oneshot::channel();
         let touch = self.engine.touch(&msg.username);
-        self.then(ctx, touch, move |act, _, login| {
-            let connected = match login {
-                Ok(Some(_)) => {
-                    let id = next_id();
-                    let state = act.users.entry(msg.username).or_default();
-                    state.clients.insert(id, (msg.client, msg.protocol));
-                    Ok((id, state.seq))
-                }
-                Ok(None) => Err(Refused::Ended(EndReason::Expired)),
-                Err(e) => Err(Refused::Unavailable(e)),
-            };
-            let _ = tx.send(connected);
+        self.then(ctx, touch, move |act, ctx, login| match login {
+            Ok(Some(_)) => {
+                let join = act.engine.join(&msg.username, msg.since.as_ref());
+                // Registered in the same turn as the join's answer: nothing
+                // published in between, so the replay meets the live events.
+                act.then(ctx, join, move |act, _, stream| {
+                    let connected = stream.map_err(Refused::Unavailable).map(|stream| {
+                        let id = next_id();
+                        let state = act.users.entry(msg.username).or_default();
+                        state.clients.insert(id, (msg.client, msg.protocol));
+                        Connected { id, stream }
+                    });
+                    let _ = tx.send(connected);
+                });
+            }
+            Ok(None) => drop(tx.send(Err(Refused::Ended(EndReason::Expired)))),
+            Err(e) => drop(tx.send(Err(Refused::Unavailable(e)))),
         });
         Box::pin(async { rx.await.unwrap_or(Err(Refused::Ended(EndReason::Shutdown))) })
     }

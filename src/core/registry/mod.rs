@@ -16,7 +16,7 @@
 mod clients;
 mod sessions;
 
-pub use clients::{ClientConnect, ClientDisconnect, ReconnectClients, Refused};
+pub use clients::{ClientConnect, ClientDisconnect, Connected, ReconnectClients, Refused};
 use sessions::LoginWaiter;
 pub use sessions::{Login, LoginFailed};
 
@@ -460,13 +460,20 @@ mod tests {
         }
     }
 
+    fn no_history() -> crate::core::engine::history::Bounds {
+        crate::core::engine::history::Bounds {
+            size: 0,
+            ttl: Duration::ZERO,
+        }
+    }
+
     fn frame(seq: u64, _: &Event) -> ByteString {
         seq.to_string().into()
     }
 
     #[actix::test]
     async fn with_answers_after_a_round_trip_what_follows_sees_what_came_before() {
-        let inner = Arc::new(MemoryEngine::new(Duration::from_secs(60)));
+        let inner = Arc::new(MemoryEngine::new(Duration::from_secs(60), no_history()));
         let creds = Credentials {
             user_id: "u1".into(),
             token: "t1".into(),
@@ -485,9 +492,10 @@ mod tests {
             username: "alice".into(),
             client: client.clone().recipient(),
             protocol: Protocol::Native,
+            since: None,
         };
-        let (_, seq) = shard.send(connect()).await.unwrap().unwrap();
-        assert_eq!(seq, 0);
+        let connected = shard.send(connect()).await.unwrap().unwrap();
+        assert_eq!(connected.stream.last, 0);
         // Sent together: the connect is handled only after the end's round trip.
         let end = shard.send(EndUser {
             username: "alice".into(),
@@ -525,7 +533,7 @@ mod tests {
         ];
         for (keep_alive, stays, ends) in cases {
             let ttl = Duration::from_secs(600);
-            let inner = Arc::new(MemoryEngine::new(ttl));
+            let inner = Arc::new(MemoryEngine::new(ttl, no_history()));
             let creds = Credentials {
                 user_id: "u1".into(),
                 token: "t1".into(),
@@ -546,8 +554,9 @@ mod tests {
                 username: "alice".into(),
                 client: client.recipient(),
                 protocol: Protocol::Native,
+                since: None,
             };
-            let (id, _) = shard.send(connect).await.unwrap().unwrap();
+            let id = shard.send(connect).await.unwrap().unwrap().id;
             if !stays {
                 shard
                     .send(ClientDisconnect {

@@ -5,7 +5,7 @@
 
 use super::{Registry, SessionSlot, UserState, Wires, DEDUPE_WINDOW};
 use crate::core::cache::Entry;
-use crate::core::engine::{Answer, EngineError};
+use crate::core::engine::{Answer, Batch, EngineError};
 use crate::core::report::{Deliver, Established, SessionGone, SessionReport, SubscriptionsReady};
 use crate::core::session::{SessionAuth, Stop};
 use crate::core::words::{EndReason, ToClient};
@@ -207,6 +207,7 @@ impl Registry {
         if events.is_empty() {
             return;
         }
+        let events: Batch = events.into();
         let fan_out = FanOut {
             wires: self.wires,
             queue_limit: self.cfg.client.queue_limit,
