@@ -370,6 +370,10 @@ pub struct ClientConfig {
     /// How long an event stays replayable.
     #[serde(with = "humantime_serde")]
     pub history_ttl: Duration,
+    /// How long a SignalR connection with stateful reconnect stays
+    /// resumable after its transport drops.
+    #[serde(with = "humantime_serde")]
+    pub signalr_reconnect_window: Duration,
     /// JWTs signed by the backend accepted as client credentials.
     pub jwt: Option<JwtConfig>,
     /// ABP's `enc_auth_token` passphrase (`AppConsts.DefaultPassPhrase`).
@@ -385,6 +389,7 @@ impl Default for ClientConfig {
             queue_limit: 256,
             history_size: 100,
             history_ttl: Duration::from_secs(300),
+            signalr_reconnect_window: Duration::from_secs(30),
             jwt: None,
             abp_passphrase: None,
         }

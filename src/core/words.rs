@@ -77,8 +77,14 @@ impl Protocol {
 #[rtype(result = "()")]
 pub enum ToClient {
     /// The event frames of one read from Rocket.Chat, each serialised once
-    /// for all of the user's clients that speak its protocol.
-    Push(Vec<ByteString>),
+    /// for all of the user's clients that speak its protocol; the first is
+    /// the user's event `first`, the others follow it.
+    Push {
+        /// The first frame's event `seq`.
+        first: u64,
+        /// The frames.
+        frames: Vec<ByteString>,
+    },
     /// The session is over for good.
     End(EndReason),
     /// The client fell behind: close with 4008.

@@ -31,6 +31,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const readline = require('node:readline');
+const net = require('node:net');
 const WS8 = require('ws');
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -235,11 +236,10 @@ function uniqueText(label) {
 
 // The front end's connection (§7.4), verbatim apart from the logger.
 const connections = new Set();
-function buildConnection(token) {
-  const baseURL = `${daemon.url}/`;
+function buildConnection(token, { baseURL = `${daemon.url}/`, stateful = false } = {}) {
   const headers = { 'X-XSRF-TOKEN': token, Authorization: 'Bearer ' + token };
   const getAccessToken = () => token;
-  const connection = new signalR.HubConnectionBuilder()
+  const builder = new signalR.HubConnectionBuilder()
     .withUrl(baseURL + 'signalr', {
       headers,
       accessTokenFactory: () => getAccessToken(),
@@ -247,7 +247,9 @@ function buildConnection(token) {
       logger: clientLogger,
       logMessageContent: true,
     })
-    .withAutomaticReconnect()
+    .withAutomaticReconnect();
+  // The front end's one change for loss-free reconnects (§5.3).
+  const connection = (stateful ? builder.withStatefulReconnect() : builder)
     .withHubProtocol(new signalR.JsonHubProtocol())
     .build();
   connections.add(connection);
@@ -545,3 +547,117 @@ test('an unknown hub method rejects with "Unknown hub method"', () =>
       await stopConnection(connection);
     }
   }));
+
+// A TCP proxy in front of the daemon, so a test can cut a client's transport mid-stream
+// the way a network does (no Close frame), and hold new connections for a while.
+async function tcpProxy(target) {
+  const { port } = new URL(target);
+  const open = new Set();
+  let gate = null;
+  const server = net.createServer((client) => {
+    client.pause();
+    const go = () => {
+      const upstream = net.connect(Number(port), '127.0.0.1');
+      for (const s of [client, upstream]) {
+        open.add(s);
+        s.on('error', () => {});
+        s.on('close', () => {
+          open.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+    };
+    if (gate) gate.then(go);
+    else go();
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    // Drops every connection through it, as a network does: no close handshake.
+    cut() {
+      for (const s of open) s.destroy();
+    },
+    // New connections wait until `until` settles.
+    hold(until) {
+      gate = until.then(() => {
+        gate = null;
+      });
+    },
+    close() {
+      for (const s of open) s.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+async function statefulReconnectLosesNothing(t, recipient, from) {
+  const proxy = await tcpProxy(daemon.url);
+  const token = await login(recipient);
+  const connection = buildConnection(token, { baseURL: proxy.url, stateful: true });
+  const prefix = uniqueText('stateful');
+  const box = inbox(connection, ['getRoomMessageNotification']);
+  const ours = () => box.got.filter((e) => e.args[0] && String(e.args[0].msg).startsWith(prefix)).map((e) => e.args[0].msg);
+  const waitFor = (text) => box.wait('getRoomMessageNotification', (m) => m && m.msg === text, `the message ${text}`);
+  let closed = null;
+  connection.onclose((err) => {
+    closed = err || new Error('closed');
+  });
+  try {
+    const negotiateMark = negotiations.length;
+    await withTimeout(connection.start(), WAIT_MS, 'start()');
+    const negotiated = JSON.parse(negotiations[negotiations.length - 1].body);
+    assert.equal(negotiated.useStatefulReconnect, true, 'negotiate answers what was asked');
+    assert.match(negotiations[negotiations.length - 1].url, /useStatefulReconnect=true/);
+    const handshake = frames.find((f) => f.dir === 'C' && f.data.startsWith('{"protocol"') && f.data.includes('"version":2'));
+    assert.ok(handshake, 'handshake version 2');
+    await withTimeout(connection.invoke('register'), WAIT_MS, "invoke('register')");
+
+    const texts = Array.from({ length: 9 }, (_, i) => `${prefix} #${i}`);
+    for (const text of texts.slice(0, 3)) await postDm(from, recipient, text);
+    await waitFor(texts[2]);
+    const mark = frames.length;
+
+    // Cut mid-stream: the next posts go out while the transport is gone, and the new
+    // connection is held until they have.
+    let release;
+    proxy.hold(new Promise((resolve) => {
+      release = resolve;
+    }));
+    proxy.cut();
+    for (const text of texts.slice(3, 6)) await postDm(from, recipient, text);
+    release();
+    await waitFor(texts[5]);
+    for (const text of texts.slice(6)) await postDm(from, recipient, text);
+    await waitFor(texts[8]);
+
+    assert.deepEqual(ours(), texts, 'every message once, in order');
+    assert.equal(closed, null, `onclose fired: ${closed}`);
+    assert.equal(connection.state, signalR.HubConnectionState.Connected);
+    assert.equal(negotiations.length, negotiateMark + 1, 'the same connection: no new negotiate');
+    const sequence = serverRecords(mark).find((m) => m.type === 9);
+    assert.ok(sequence && Number.isInteger(sequence.sequenceId), 'the server says where its sequence resumes');
+    // The client acks on a timer of its own (about 1 s): wait for one on the new transport.
+    await withTimeout(
+      new Promise((resolve) => {
+        const look = () => (frames.slice(mark).some((f) => f.dir === 'C' && f.data.includes('"type":8')) ? resolve() : setTimeout(look, 50));
+        look();
+      }),
+      WAIT_MS,
+      'an Ack from the client',
+    );
+    t.diagnostic(`resumed at sequence id ${sequence.sequenceId}`);
+  } finally {
+    await stopConnection(connection);
+    await proxy.close();
+  }
+}
+
+test('stateful reconnect (Node transport): a transport cut mid-stream loses nothing', (t) =>
+  withDiag(() => statefulReconnectLosesNothing(t, 'carol', 'bob')));
+
+test('stateful reconnect (browser code path): a transport cut mid-stream loses nothing', (t) =>
+  withDiag(() => asBrowser(() => statefulReconnectLosesNothing(t, 'bob', 'carol'))));

@@ -187,7 +187,7 @@ impl Handler<ToClient> for ClientSocket {
 
     fn handle(&mut self, msg: ToClient, ctx: &mut Self::Context) {
         match msg {
-            ToClient::Push(frames) => frames.into_iter().for_each(|f| ctx.text(f)),
+            ToClient::Push { frames, .. } => frames.into_iter().for_each(|f| ctx.text(f)),
             ToClient::End(reason) => {
                 // The registry already forgot this client.
                 self.id = None;

@@ -4,6 +4,7 @@
 //! websocket at `{hub}?id=…` (or without `id`: skipNegotiation).
 
 pub mod protocol;
+pub(crate) mod resume;
 pub mod socket;
 
 use super::credentials;
@@ -15,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use dashmap::DashMap;
 use rand::Rng;
+use resume::Resumable;
 use serde_json::json;
 use socket::SignalRSocket;
 use std::collections::HashMap;
@@ -27,7 +29,33 @@ const TOKEN_TTL: Duration = Duration::from_secs(15);
 struct Pending {
     username: String,
     created: Instant,
-    used: bool,
+    /// Negotiated with `useStatefulReconnect=true`.
+    stateful: bool,
+    slot: Slot,
+}
+
+/// Where a negotiated connection is.
+enum Slot {
+    /// No websocket yet.
+    Unused,
+    /// A websocket is starting for it, since then.
+    Claimed(Instant),
+    /// A websocket holds it (stateful connections only).
+    Attached(actix::Addr<SignalRSocket>),
+    /// Its websocket dropped; a new one may take over until the deadline.
+    Detached(Resumable, Instant),
+    /// It had its websocket and cannot have another.
+    Used,
+}
+
+/// How a websocket may take a negotiated connection.
+enum Take {
+    /// A new connection.
+    Fresh { stateful: bool },
+    /// Taking over from a dropped transport.
+    Resume(Resumable),
+    /// Another transport holds it: ask that one to hand over.
+    From(actix::Addr<SignalRSocket>),
 }
 
 /// How often stale connection tokens are swept out.
@@ -53,8 +81,88 @@ impl Connections {
             }
             *last = Some(Instant::now());
         }
-        self.pending.retain(|_, p| p.created.elapsed() < TOKEN_TTL);
+        let now = Instant::now();
+        self.pending.retain(|_, p| match &p.slot {
+            Slot::Attached(_) => true,
+            Slot::Detached(_, until) => *until > now,
+            Slot::Claimed(at) => at.elapsed() < TOKEN_TTL,
+            Slot::Unused | Slot::Used => p.created.elapsed() < TOKEN_TTL,
+        });
     }
+
+    /// Takes the connection `token` for a websocket, as a new connection or
+    /// taking over a stateful one, or says why it cannot.
+    fn take(&self, token: &str) -> Result<Take, ApiError> {
+        let in_use = || {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "connection_in_use",
+                "Connection ID is already in use",
+            )
+        };
+        let mut p = self.pending.get_mut(token).ok_or_else(unknown_connection)?;
+        let take = match std::mem::replace(&mut p.slot, Slot::Claimed(Instant::now())) {
+            Slot::Unused if p.created.elapsed() < TOKEN_TTL => Take::Fresh {
+                stateful: p.stateful,
+            },
+            Slot::Detached(state, until) if until > Instant::now() => Take::Resume(state),
+            Slot::Attached(addr) => {
+                p.slot = Slot::Attached(addr.clone());
+                Take::From(addr)
+            }
+            Slot::Unused | Slot::Detached(..) => {
+                drop(p);
+                self.pending.remove(token);
+                return Err(unknown_connection());
+            }
+            other @ (Slot::Claimed(_) | Slot::Used) => {
+                p.slot = other;
+                return Err(in_use());
+            }
+        };
+        Ok(take)
+    }
+
+    /// A stateful connection's websocket started.
+    pub(crate) fn attached(&self, token: &str, addr: actix::Addr<SignalRSocket>) {
+        if let Some(mut p) = self.pending.get_mut(token) {
+            p.slot = Slot::Attached(addr);
+        }
+    }
+
+    /// A stateful connection's websocket dropped: a new one may resume it
+    /// within `window`.
+    pub(crate) fn detached(&self, token: &str, state: Resumable, window: Duration) {
+        if let Some(mut p) = self.pending.get_mut(token) {
+            p.slot = Slot::Detached(state, Instant::now() + window);
+        }
+    }
+
+    /// A connection is over for good.
+    pub(crate) fn ended(&self, token: &str) {
+        if let Some(mut p) = self.pending.get_mut(token) {
+            p.slot = Slot::Used;
+        }
+    }
+}
+
+fn unknown_connection() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_connection",
+        "No Connection with that ID",
+    )
+}
+
+/// Whether the negotiate asks for stateful reconnect (`useStatefulReconnect=true`).
+fn wants_stateful(query: &str) -> bool {
+    web::Query::<HashMap<String, String>>::from_query(query)
+        .map(|q| {
+            q.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("useStatefulReconnect") && v.eq_ignore_ascii_case("true")
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// 16 random bytes, base64url: ASP.NET's id and token format.
@@ -143,6 +251,9 @@ pub async fn negotiate(
         Err(e) => return r.json(json!({"error": format!("imrelay: {} ({})", e.message, e.code)})),
     };
     hub.purge();
+    // Stateful reconnect needs a token that outlives its first transport:
+    // negotiate version 1.
+    let stateful = version >= 1 && wants_stateful(req.query_string());
     let connection_id = new_id();
     let token = if version >= 1 {
         new_id()
@@ -154,13 +265,18 @@ pub async fn negotiate(
         Pending {
             username,
             created: Instant::now(),
-            used: false,
+            stateful,
+            slot: Slot::Unused,
         },
     );
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]);
     let mut body = json!({"negotiateVersion": version, "connectionId": connection_id, "availableTransports": transports});
     if version >= 1 {
         body["connectionToken"] = json!(token);
+    }
+    if stateful {
+        // Only when asked: the client refuses it otherwise.
+        body["useStatefulReconnect"] = json!(true);
     }
     r.json(body)
 }
@@ -176,25 +292,19 @@ pub async fn connect(
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(|q| q.into_inner())
         .unwrap_or_default();
-    let username = match query.get("id") {
+    hub.purge();
+    let (username, stateful, taken) = match query.get("id") {
         Some(id) => {
-            let Some(mut p) = hub
-                .pending
-                .get_mut(id)
-                .filter(|p| p.created.elapsed() < TOKEN_TTL)
-            else {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_connection",
-                    "No Connection with that ID",
-                )
-                .into());
+            let Some(username) = hub.pending.get(id).map(|p| p.username.clone()) else {
+                return Err(unknown_connection().into());
             };
+            let created = hub.pending.get(id).map_or_else(Instant::now, |p| p.created);
             // A logout or delete after the negotiate ends the id, even if
             // the user logged in again since; so does any other end.
-            let ended = relay.ended_since(&p.username, p.created);
-            let live = relay.live(&p.username).await.map_err(ApiError::from)?;
+            let ended = relay.ended_since(&username, created);
+            let live = relay.live(&username).await.map_err(ApiError::from)?;
             if ended.is_some() || live.is_none() {
+                hub.pending.remove(id);
                 let reason = ended.map_or("session_ended", |r| r.as_str());
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -203,17 +313,6 @@ pub async fn connect(
                 )
                 .into());
             }
-            if p.used {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "connection_in_use",
-                    "Connection ID is already in use",
-                )
-                .into());
-            }
-            p.used = true;
-            let username = p.username.clone();
-            drop(p);
             // A credential on the upgrade must be the same user's.
             if let Some(token) = credentials::credential(&req, &relay)? {
                 let who = credentials::authenticate_token(&token, &relay, &rest).await?;
@@ -226,22 +325,62 @@ pub async fn connect(
                     .into());
                 }
             }
-            username
+            let (stateful, taken) = match hub.take(id)? {
+                Take::Fresh { stateful } => {
+                    if !stateful {
+                        hub.ended(id);
+                    }
+                    (stateful.then(|| id.clone()), None)
+                }
+                Take::Resume(state) => (Some(id.clone()), Some(state)),
+                Take::From(old) => {
+                    // The old transport is still open here (its loss not yet
+                    // seen): it hands its state over and goes.
+                    let handed = tokio::time::timeout(HANDOVER_TIMEOUT, old.send(socket::Handover))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten();
+                    match handed {
+                        Some(state) => (Some(id.clone()), Some(state)),
+                        None => {
+                            hub.pending.remove(id);
+                            return Err(unknown_connection().into());
+                        }
+                    }
+                }
+            };
+            (username, stateful, taken)
         }
-        None => credentials::authenticate(&req, &relay, &rest).await?,
+        None => (
+            credentials::authenticate(&req, &relay, &rest).await?,
+            None,
+            None,
+        ),
     };
     let shard = relay.registry.shard(&username);
     let limits = super::limits(&relay, &username);
     let c = &relay.cfg.client;
+    let link = stateful.map(|token| socket::Link {
+        hub: hub.clone(),
+        token,
+        window: c.signalr_reconnect_window,
+    });
     let actor = SignalRSocket::new(
         username,
         shard.addr.clone(),
         c.queue_limit,
         c.heartbeat_interval,
         c.heartbeat_timeout,
+        link,
+        taken,
     );
     super::upgrade::accept(&req, actor, limits, &shard.arbiter)
 }
+
+/// How long a transport still open may take to hand its state to the one
+/// taking over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod fuzz {

@@ -29,6 +29,18 @@ pub enum ServerRecord<'a> {
     },
     /// 6, a keep-alive.
     Ping,
+    /// 8, stateful reconnect: everything up to `sequence_id` from the client
+    /// was processed.
+    Ack {
+        /// The client's id acknowledged.
+        sequence_id: u64,
+    },
+    /// 9, stateful reconnect, first on a new transport: our next sequenced
+    /// record has this id.
+    Sequence {
+        /// Its id.
+        sequence_id: u64,
+    },
     /// 7, the hub closes; with `allow_reconnect` the client comes back at once.
     Close {
         /// Why.
@@ -45,6 +57,8 @@ impl ServerRecord<'_> {
             ServerRecord::Completion { .. } => 3,
             ServerRecord::Ping => 6,
             ServerRecord::Close { .. } => 7,
+            ServerRecord::Ack { .. } => 8,
+            ServerRecord::Sequence { .. } => 9,
         }
     }
 
@@ -90,6 +104,9 @@ impl serde::Serialize for ServerRecord<'_> {
                 }
             }
             ServerRecord::Ping => {}
+            ServerRecord::Ack { sequence_id } | ServerRecord::Sequence { sequence_id } => {
+                m.serialize_entry("sequenceId", sequence_id)?;
+            }
             ServerRecord::Close {
                 error,
                 allow_reconnect,
@@ -160,9 +177,10 @@ pub fn take_records(buf: &mut String) -> Vec<String> {
         .collect()
 }
 
-/// Checks the client's handshake record: the JSON protocol, version 1;
-/// otherwise the error ASP.NET would send.
-pub fn check_handshake(record: &str) -> Result<(), String> {
+/// Checks the client's handshake record: the JSON protocol, version 1, or
+/// 2 when stateful reconnect was negotiated; otherwise the error ASP.NET
+/// would send.
+pub fn check_handshake(record: &str, stateful: bool) -> Result<(), String> {
     let v: Value = serde_json::from_str(record).unwrap_or(Value::Null);
     let p = v
         .get("protocol")
@@ -171,7 +189,7 @@ pub fn check_handshake(record: &str) -> Result<(), String> {
     let version = v.get("version").and_then(Value::as_u64);
     if p != "json" {
         Err(format!("The protocol '{p}' is not supported."))
-    } else if version != Some(1) {
+    } else if !(version == Some(1) || stateful && version == Some(2)) {
         Err(format!(
             "The server does not support version {} of the 'json' protocol.",
             version.map_or("?".into(), |v| v.to_string())
@@ -197,8 +215,20 @@ pub enum ClientMsg {
     Ping,
     /// Type 7.
     Close,
-    /// Anything else (ignored, as the protocol allows).
-    Other,
+    /// Type 8: the client processed our records up to this id.
+    Ack(u64),
+    /// Type 9: the client's next sequenced record has this id.
+    Sequence(u64),
+    /// Anything else (ignored, as the protocol allows), by type.
+    Other(u64),
+}
+
+impl ClientMsg {
+    /// Whether it counts in stateful reconnect's sequence: invocations,
+    /// stream items, completions and cancellations do.
+    pub fn sequenced(&self) -> bool {
+        matches!(self, ClientMsg::Invoke { .. } | ClientMsg::Other(2 | 3 | 5))
+    }
 }
 
 /// Parses one record.
@@ -224,7 +254,18 @@ pub fn parse(record: &str) -> Result<ClientMsg, String> {
         },
         6 => ClientMsg::Ping,
         7 => ClientMsg::Close,
-        _ => ClientMsg::Other,
+        8 | 9 => {
+            let id = v
+                .get("sequenceId")
+                .and_then(Value::as_u64)
+                .ok_or("an Ack or Sequence without a numeric sequenceId")?;
+            if t == 8 {
+                ClientMsg::Ack(id)
+            } else {
+                ClientMsg::Sequence(id)
+            }
+        }
+        other => ClientMsg::Other(other),
     })
 }
 
@@ -271,6 +312,27 @@ mod tests {
             "{\"type\":7,\"error\":\"bye\"}\u{1e}"
         );
         assert_eq!(&*ServerRecord::Ping.text(), "{\"type\":6}\u{1e}");
+        assert_eq!(
+            &*ServerRecord::Sequence { sequence_id: 3 }.text(),
+            "{\"type\":9,\"sequenceId\":3}\u{1e}"
+        );
+        assert_eq!(
+            &*ServerRecord::Ack { sequence_id: 2 }.text(),
+            "{\"type\":8,\"sequenceId\":2}\u{1e}"
+        );
+        assert_eq!(parse(r#"{"type":8,"sequenceId":5}"#), Ok(ClientMsg::Ack(5)));
+        assert_eq!(
+            parse(r#"{"type":9,"sequenceId":1}"#),
+            Ok(ClientMsg::Sequence(1))
+        );
+        assert!(parse(r#"{"type":9}"#).is_err());
+        assert!(ClientMsg::Other(3).sequenced() && !ClientMsg::Ping.sequenced());
+        let v2 = r#"{"protocol":"json","version":2}"#;
+        assert!(check_handshake(v2, true).is_ok());
+        assert!(
+            check_handshake(v2, false).is_err(),
+            "2 only when negotiated"
+        );
         assert_eq!(handshake_error("nope"), "{\"error\":\"nope\"}\u{1e}");
     }
 }
@@ -293,7 +355,7 @@ mod fuzz {
                 for r in take_records(&mut buf) {
                     seen.push_str(&r);
                     let _ = parse(&r);
-                    let _ = check_handshake(&r);
+                    let _ = check_handshake(&r, true);
                 }
             }
             seen.push_str(&buf);

@@ -452,7 +452,7 @@ mod tests {
 
         fn handle(&mut self, msg: ToClient, _: &mut Self::Context) {
             let what = match msg {
-                ToClient::Push(frames) => format!("push {}", frames.len()),
+                ToClient::Push { frames, .. } => format!("push {}", frames.len()),
                 ToClient::End(r) => format!("end {}", r.as_str()),
                 _ => "other".into(),
             };

@@ -269,7 +269,10 @@ impl FanOut {
             } else {
                 frames[p].clone()
             };
-            if let Err(SendError::Full(_)) = c.try_send(ToClient::Push(batch)) {
+            if let Err(SendError::Full(_)) = c.try_send(ToClient::Push {
+                first,
+                frames: batch,
+            }) {
                 slow.push(*id);
             }
         }
