@@ -3,103 +3,10 @@
 
 mod common;
 
+use common::hub::{closed, negotiate, open, record, records, send, RS};
 use common::{start, WAIT};
-use futures_util::{SinkExt, StreamExt};
 use rcsim::Settings;
-use serde_json::{json, Value};
-
-const RS: char = '\u{1e}';
-
-async fn negotiate(
-    env: &common::Env,
-    query: &str,
-    token: Option<&str>,
-    origin: Option<&str>,
-) -> (u16, Value, awc::http::header::HeaderMap) {
-    let mut req = env
-        .http
-        .post(format!("{}/signalr/negotiate{query}", env.url));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(o) = origin {
-        req = req.insert_header(("Origin", o));
-    }
-    let mut r = req.send().await.unwrap();
-    let v = r.json().await.unwrap_or(Value::Null);
-    (r.status().as_u16(), v, r.headers().clone())
-}
-
-type Ws = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
-
-async fn open(env: &common::Env, query: &str) -> Result<Ws, u16> {
-    match awc::Client::new()
-        .ws(format!(
-            "{}/signalr{query}",
-            env.url.replacen("http", "ws", 1)
-        ))
-        .connect()
-        .await
-    {
-        Ok((_, f)) => Ok(f),
-        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(s.as_u16()),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-async fn send(ws: &mut Ws, text: &str) {
-    ws.send(awc::ws::Message::Text(text.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next text message, split into records.
-async fn records(ws: &mut Ws) -> Vec<Value> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame")
-        {
-            Some(Ok(awc::ws::Frame::Text(t))) => {
-                let t = String::from_utf8(t.to_vec()).unwrap();
-                assert!(
-                    t.ends_with(RS),
-                    "a message ends at a record boundary: {t:?}"
-                );
-                return t
-                    .split(RS)
-                    .filter(|r| !r.is_empty())
-                    .map(|r| serde_json::from_str(r).unwrap())
-                    .collect();
-            }
-            Some(Ok(awc::ws::Frame::Ping(_))) => {}
-            other => panic!("expected records, got {other:?}"),
-        }
-    }
-}
-
-async fn record(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        for r in records(ws).await {
-            if pred(&r) {
-                return r;
-            }
-        }
-    }
-}
-
-async fn closed(ws: &mut Ws) -> Option<u16> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a close")
-        {
-            Some(Ok(awc::ws::Frame::Close(c))) => return c.map(|c| c.code.into()),
-            None => return None,
-            _ => {}
-        }
-    }
-}
+use serde_json::json;
 
 #[actix_rt::test]
 async fn negotiate_versions_errors_and_cors() {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+pub mod hub;
 pub mod raw;
 
 use testkit::JsonSocket;
