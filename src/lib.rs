@@ -117,7 +117,8 @@ impl Daemon {
             clients::native::event_frame as core::registry::EventFrame,
             clients::signalr::protocol::invocation_frame,
         ];
-        let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&engine), wires);
+        let backfills = core::backfill::Backfills::start(&cfg.session);
+        let registry = Registries::start(Arc::clone(&cfg), Arc::clone(&engine), backfills, wires);
         let fds = admission::descriptor_limit();
         let admission = Arc::new(admission::Admission::new(
             cfg.server.max_connections,

@@ -26,6 +26,11 @@ async fn doctor_reports_the_hostile_defaults_and_their_fixes() {
         .any(|f| f.key == "rest_rate_limiter" && f.text.contains("api-bypass-rate-limit")));
     assert_eq!(level(&f, "email_2fa_auto_opt_in"), Level::Warn);
     assert_eq!(
+        level(&f, "backfill_rate"),
+        Level::Ok,
+        "paced to the limiter"
+    );
+    assert_eq!(
         level(&f, "create_token"),
         Level::Fail,
         "create_token configured but the server has no secret"
@@ -38,6 +43,13 @@ async fn doctor_reports_the_hostile_defaults_and_their_fixes() {
         s.create_tokens_secret = Some("s3".into());
     });
     cfg.rocketchat.create_token_secret = Some(Secret::new("s3"));
+    let f = check(&cfg).await;
+    assert_eq!(
+        level(&f, "backfill_rate"),
+        Level::Warn,
+        "paced for nothing now"
+    );
+    cfg.session.backfill_rate = 0;
     let f = check(&cfg).await;
     assert!(f.iter().all(|f| f.level == Level::Ok), "{f:#?}");
 }

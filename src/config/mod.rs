@@ -333,6 +333,19 @@ pub struct SessionConfig {
     /// Connected clients keep their user's session alive (otherwise only
     /// backend logins do, and a session can end under open clients).
     pub clients_keep_alive: bool,
+    /// After a DDP reconnect, what Rocket.Chat emitted meanwhile is fetched
+    /// if the socket was away at most this long; clients are told to reload
+    /// otherwise.
+    #[serde(with = "humantime_serde")]
+    pub backfill_max_age: Duration,
+    /// ... and if it holds at most this many messages.
+    pub backfill_max_messages: usize,
+    /// Backfill REST calls a minute per route, for all users together
+    /// (Rocket.Chat's API_Enable_Rate_Limiter_Limit_Calls_Default); 0 when
+    /// the users' role holds api-bypass-rate-limit.
+    pub backfill_rate: u32,
+    /// Backfills running at once.
+    pub backfill_concurrency: usize,
 }
 
 impl Default for SessionConfig {
@@ -344,6 +357,10 @@ impl Default for SessionConfig {
             ping_interval: Duration::from_secs(25),
             login_timeout: Duration::from_secs(15),
             clients_keep_alive: true,
+            backfill_max_age: Duration::from_secs(3600),
+            backfill_max_messages: 500,
+            backfill_rate: 10,
+            backfill_concurrency: 16,
         }
     }
 }
@@ -542,6 +559,15 @@ impl Config {
             return Err(invalid(
                 "session.reconnect_min/reconnect_max",
                 "need 0 < reconnect_min <= reconnect_max",
+            ));
+        }
+        if s.backfill_concurrency == 0 {
+            return Err(invalid("session.backfill_concurrency", "at least 1"));
+        }
+        if s.backfill_rate > 6000 {
+            return Err(invalid(
+                "session.backfill_rate",
+                "at most 6000 a minute (0: not paced)",
             ));
         }
         if s.idle_ttl < Duration::from_secs(1) {

@@ -8,6 +8,7 @@
 //! `rocketchat` (upstream) and `config`.
 
 pub(crate) mod admin;
+pub(crate) mod backfill;
 pub mod cache;
 pub(crate) mod engine;
 pub(crate) mod readiness;

@@ -50,4 +50,7 @@ pub struct Deliver {
 pub struct SubscriptionsReady {
     pub username: String,
     pub session: u64,
+    /// On a reconnection: when the socket before it last heard from
+    /// Rocket.Chat (what came after may be missing).
+    pub lost_at: Option<std::time::SystemTime>,
 }

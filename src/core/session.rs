@@ -54,6 +54,9 @@ pub struct UserSession {
     uid: Option<String>,
     attempt: u32,
     last_heard: Instant,
+    /// When the lost connection last heard from Rocket.Chat, until the next
+    /// one's subscriptions are ready (a backfill starts from it).
+    lost_at: Option<std::time::SystemTime>,
     pending_subs: usize,
     stopping: bool,
 }
@@ -82,6 +85,7 @@ impl UserSession {
             uid: None,
             attempt: 0,
             last_heard: Instant::now(),
+            lost_at: None,
             pending_subs: 0,
             stopping: false,
         }
@@ -118,8 +122,17 @@ impl UserSession {
         ));
     }
 
-    fn reconnect_later(&mut self, ctx: &mut Context<Self>) {
+    /// The connection is gone: what Rocket.Chat emits from now until the
+    /// next one is subscribed is missing.
+    fn lost(&mut self) {
         self.tx = None;
+        if self.established && self.lost_at.is_none() {
+            self.lost_at = Some(std::time::SystemTime::now() - self.last_heard.elapsed());
+        }
+    }
+
+    fn reconnect_later(&mut self, ctx: &mut Context<Self>) {
+        self.lost();
         let s = &self.cfg.session;
         let exp = s.reconnect_min.saturating_mul(1u32 << self.attempt.min(16));
         let base = exp.min(s.reconnect_max);
@@ -212,7 +225,7 @@ impl UserSession {
             );
             if let RcError::RateLimited { retry_after } = err {
                 if self.established {
-                    self.tx = None;
+                    self.lost();
                     ctx.run_later(retry_after, |act, ctx| act.connect(ctx));
                     return;
                 }
@@ -295,6 +308,7 @@ impl UserSession {
                         .do_send(SessionReport::SubscriptionsReady(SubscriptionsReady {
                             username: self.username.to_string(),
                             session: self.id,
+                            lost_at: self.lost_at.take(),
                         }));
                 }
             }

@@ -170,6 +170,31 @@ pub async fn check(cfg: &Config) -> Vec<Finding> {
             }
         }
     }
+    // After a Rocket.Chat restart every session backfills at once: paced
+    // to the limiter when it binds, at full speed when it does not.
+    let unlimited =
+        matches!(limiter, Some(Value::Bool(false))) || bypass_roles.iter().any(|r| r == "user");
+    let per_minute = calls * 60_000 / window.max(1);
+    let pace = u64::from(cfg.session.backfill_rate);
+    if unlimited && pace > 0 {
+        out.push(finding(
+            Level::Warn,
+            "backfill_rate",
+            format!("session.backfill_rate = {pace} paces backfills that Rocket.Chat does not limit: set it to 0 (1,000 users then backfill in seconds, not {} minutes)", 1000 / pace.max(1)),
+        ));
+    } else if !unlimited && (pace == 0 || pace > per_minute) {
+        out.push(finding(
+            Level::Warn,
+            "backfill_rate",
+            format!("session.backfill_rate = {pace} is over Rocket.Chat's {per_minute} calls a minute per route: backfills will meet 429s; set it to {per_minute}, or grant api-bypass-rate-limit to the role user and set it to 0"),
+        ));
+    } else {
+        out.push(finding(
+            Level::Ok,
+            "backfill_rate",
+            format!("session.backfill_rate = {pace} a minute per route"),
+        ));
+    }
     match setting(&rest, &admin, "Accounts_TwoFactorAuthentication_By_Email_Auto_Opt_In").await {
         Some(Value::Bool(true)) => out.push(finding(
             Level::Warn,

@@ -2,6 +2,7 @@
 //! ([`Credentials`], [`Event`], [`RcError`]), so that another chat server
 //! could be added as a sibling module.
 
+pub(crate) mod backfill;
 pub(crate) mod connection;
 pub(crate) mod ddp;
 pub mod doctor;

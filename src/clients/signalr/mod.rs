@@ -341,13 +341,18 @@ pub async fn connect(
                         .ok()
                         .and_then(Result::ok)
                         .flatten();
-                    match handed {
-                        Some(state) => (Some(id.clone()), Some(state)),
-                        None => {
-                            hub.pending.remove(id);
-                            return Err(unknown_connection().into());
-                        }
-                    }
+                    // It may have been stopping, leaving its state behind.
+                    let state = match handed {
+                        Some(state) => state,
+                        None => match hub.take(id)? {
+                            Take::Resume(state) => state,
+                            _ => {
+                                hub.pending.remove(id);
+                                return Err(unknown_connection().into());
+                            }
+                        },
+                    };
+                    (Some(id.clone()), Some(state))
                 }
             };
             (username, stateful, taken)

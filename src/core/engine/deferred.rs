@@ -96,6 +96,11 @@ impl Engine for Deferred {
         self.later(move |e| e.join(&u, since.as_ref()))
     }
 
+    fn recent(&self, username: &str) -> Answer<Vec<Batch>> {
+        let u = username.to_string();
+        self.later(move |e| e.recent(&u))
+    }
+
     fn end(&self, username: &str) -> Answer<Option<Entry>> {
         let u = username.to_string();
         self.later(move |e| e.end(&u))

@@ -67,6 +67,14 @@ impl History {
         Replay::Recovered(batches)
     }
 
+    /// The batches held, oldest first.
+    pub(crate) fn batches(&self) -> Vec<Batch> {
+        self.batches
+            .iter()
+            .map(|(_, _, b)| Batch::clone(b))
+            .collect()
+    }
+
     fn expire(&mut self, ttl: Duration) {
         let now = Instant::now();
         while self

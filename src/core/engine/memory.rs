@@ -143,6 +143,15 @@ impl Engine for MemoryEngine {
         }))
     }
 
+    fn recent(&self, username: &str) -> Answer<Vec<Batch>> {
+        Answer::Now(
+            self.users
+                .get(username)
+                .map(|r| r.history.batches())
+                .unwrap_or_default(),
+        )
+    }
+
     fn end(&self, username: &str) -> Answer<Option<Entry>> {
         self.users.remove(username);
         Answer::Now(self.tokens.remove(username))

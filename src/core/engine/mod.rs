@@ -149,6 +149,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// with no gap and no overlap.
     fn join(&self, username: &str, since: Option<&Since>) -> Answer<Joined>;
 
+    /// The batches the user's history holds, oldest first (what a backfill
+    /// must not deliver twice).
+    fn recent(&self, username: &str) -> Answer<Vec<Batch>>;
+
     /// The user is over (logout, deletion, expiry): its login, its owner and
     /// its stream (with its history) go, so the next stream has a new
     /// epoch; the login it had.

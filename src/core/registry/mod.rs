@@ -20,6 +20,7 @@ pub use clients::{ClientConnect, ClientDisconnect, Connected, ReconnectClients, 
 use sessions::LoginWaiter;
 pub use sessions::{Login, LoginFailed};
 
+use super::backfill::Backfills;
 use super::cache::Entry;
 use super::engine::{Answer, Engine, EngineError};
 use super::session::{SessionAuth, Stop, UserSession};
@@ -58,11 +59,30 @@ struct UserState {
     /// While both sessions may deliver the same event: fingerprints seen.
     recent: VecDeque<u64>,
     dedupe_until: Option<Instant>,
+    /// Shortly after a backfill: what it delivered, so that the same
+    /// message arriving live as well is dropped.
+    backfilled: Option<Box<Backfilled>>,
+}
+
+/// The messages and subscriptions a backfill delivered, by `_id` and
+/// `_updatedAt`, until a deadline.
+struct Backfilled {
+    seen: std::collections::HashSet<(String, i64)>,
+    until: Instant,
 }
 
 impl UserState {
     /// Whether an event is a copy of one just delivered (during a handover).
     fn duplicate(&mut self, event: &Event) -> bool {
+        if let Some(b) = &self.backfilled {
+            if b.until < Instant::now() {
+                self.backfilled = None;
+            } else if crate::rocketchat::backfill::identity(event)
+                .is_some_and(|k| b.seen.contains(&k))
+            {
+                return true;
+            }
+        }
         if self.dedupe_until.is_none_or(|t| t < Instant::now()) {
             self.recent.clear();
             self.dedupe_until = None;
@@ -94,6 +114,7 @@ fn next_id() -> u64 {
 pub struct Registry {
     cfg: Arc<Config>,
     engine: Arc<dyn Engine>,
+    backfills: Arc<Backfills>,
     users: HashMap<String, UserState>,
     sweep_every: Duration,
     shutting_down: bool,
@@ -120,13 +141,20 @@ fn shard_of(username: &str, shards: usize) -> usize {
 
 impl Registry {
     /// Shard `shard.0` of `shard.1` over the engine (see [`Registries::start`]).
-    fn new(cfg: Arc<Config>, engine: Arc<dyn Engine>, shard: (usize, usize), wires: Wires) -> Self {
+    fn new(
+        cfg: Arc<Config>,
+        engine: Arc<dyn Engine>,
+        backfills: Arc<Backfills>,
+        shard: (usize, usize),
+        wires: Wires,
+    ) -> Self {
         // Sweep often enough that an expiry is seen within a second or a tenth of the TTL.
         let sweep_every =
             (cfg.session.idle_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
         Registry {
             cfg,
             engine,
+            backfills,
             users: HashMap::new(),
             sweep_every,
             shutting_down: false,
@@ -303,14 +331,20 @@ pub struct Shard {
 impl Registries {
     /// Starts one shard per core, each on a thread of its own, over the
     /// engine, writing events to clients with `wires`.
-    pub(crate) fn start(cfg: Arc<Config>, engine: Arc<dyn Engine>, wires: Wires) -> Self {
+    pub(crate) fn start(
+        cfg: Arc<Config>,
+        engine: Arc<dyn Engine>,
+        backfills: Arc<Backfills>,
+        wires: Wires,
+    ) -> Self {
         let threads = crate::cores();
         let shards = (0..threads)
             .map(|i| {
                 let arbiter = Arbiter::new().handle();
                 let (cfg, engine) = (Arc::clone(&cfg), Arc::clone(&engine));
+                let backfills = Arc::clone(&backfills);
                 let addr = Registry::start_in_arbiter(&arbiter, move |_| {
-                    Registry::new(cfg, engine, (i, threads), wires)
+                    Registry::new(cfg, engine, backfills, (i, threads), wires)
                 });
                 Shard { addr, arbiter }
             })
@@ -460,6 +494,10 @@ mod tests {
         }
     }
 
+    fn backfills() -> Arc<Backfills> {
+        Backfills::start(&crate::config::SessionConfig::default())
+    }
+
     fn no_history() -> crate::core::engine::history::Bounds {
         crate::core::engine::history::Bounds {
             size: 0,
@@ -485,7 +523,7 @@ mod tests {
             "a-key-of-sixteen-chars",
         ));
         let engine: Arc<dyn Engine> = Arc::new(Deferred::new(Arc::clone(&inner)));
-        let shard = Registry::new(cfg, engine, (0, 1), [frame, frame]).start();
+        let shard = Registry::new(cfg, engine, backfills(), (0, 1), [frame, frame]).start();
         let told = Arc::new(parking_lot::Mutex::new(vec![]));
         let client = Collector(Arc::clone(&told)).start();
         let connect = || ClientConnect {
@@ -547,7 +585,8 @@ mod tests {
             cfg.session.idle_ttl = ttl;
             cfg.session.clients_keep_alive = keep_alive;
             let engine: Arc<dyn Engine> = Arc::clone(&inner) as _;
-            let shard = Registry::new(Arc::new(cfg), engine, (0, 1), [frame, frame]).start();
+            let shard =
+                Registry::new(Arc::new(cfg), engine, backfills(), (0, 1), [frame, frame]).start();
             let told = Arc::new(parking_lot::Mutex::new(vec![]));
             let client = Collector(Arc::clone(&told)).start();
             let connect = ClientConnect {

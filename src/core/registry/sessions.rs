@@ -3,16 +3,21 @@
 //! gone, events, subscriptions ready), down to the fan-out of a batch to
 //! the user's clients.
 
-use super::{Registry, SessionSlot, UserState, Wires, DEDUPE_WINDOW};
+use super::{Backfilled, Registry, SessionSlot, UserState, Wires, DEDUPE_WINDOW};
 use crate::core::cache::Entry;
 use crate::core::engine::{Answer, Batch, EngineError};
 use crate::core::report::{Deliver, Established, SessionGone, SessionReport, SubscriptionsReady};
 use crate::core::session::{SessionAuth, Stop};
 use crate::core::words::{EndReason, ToClient};
+use crate::rocketchat::backfill::{identity, missed, reload_required, Missed};
+use crate::rocketchat::rest::RestClient;
 use crate::rocketchat::{Event, RcError};
 use actix::prelude::*;
 use bytestring::ByteString;
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
+use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
 #[derive(Debug)]
@@ -297,13 +302,16 @@ impl Handler<SessionReport> for Registry {
             SessionReport::Established(m) => self.established(m, ctx),
             SessionReport::Gone(m) => self.session_gone(m, ctx),
             SessionReport::Deliver(m) => self.deliver(m, ctx),
-            SessionReport::SubscriptionsReady(m) => self.subscriptions_ready(m),
+            SessionReport::SubscriptionsReady(m) => self.subscriptions_ready(m, ctx),
         }
     }
 }
 
 impl Registry {
-    fn subscriptions_ready(&mut self, msg: SubscriptionsReady) {
+    fn subscriptions_ready(&mut self, msg: SubscriptionsReady, ctx: &mut Context<Self>) {
+        if let Some(lost_at) = msg.lost_at {
+            self.backfill(msg.username.clone(), msg.session, lost_at, ctx);
+        }
         let Some(state) = self.users.get_mut(&msg.username) else {
             return;
         };
@@ -321,5 +329,136 @@ impl Registry {
             // Copies of events the old session already delivered may still arrive.
             state.dedupe_until = Some(Instant::now() + DEDUPE_WINDOW);
         }
+    }
+}
+
+/// Rocket.Chat's clock and ours may differ: a backfill starts this much
+/// before the loss (what it fetches twice, the history recognises).
+const SKEW: Duration = Duration::from_secs(10);
+
+/// How long after a backfill the same message arriving live is dropped.
+const OVERLAP: Duration = Duration::from_secs(30);
+
+/// How a backfill ended.
+enum Backfill {
+    /// What was missing, to deliver.
+    Events(Vec<Event>),
+    /// It cannot be delivered: the clients must reload (the reason).
+    Reload(&'static str),
+}
+
+thread_local! {
+    /// One REST client per shard thread (awc's client is not `Send`).
+    static REST: std::cell::OnceCell<RestClient> = const { std::cell::OnceCell::new() };
+}
+
+impl Registry {
+    /// The session `session` is subscribed again after its socket was lost
+    /// at `lost_at`: fetch what Rocket.Chat emitted meanwhile, in turn with
+    /// every other backfill, and deliver it.
+    fn backfill(
+        &mut self,
+        username: String,
+        session: u64,
+        lost_at: SystemTime,
+        ctx: &mut Context<Self>,
+    ) {
+        let since = lost_at - SKEW;
+        let s = &self.cfg.session;
+        if lost_at.elapsed().unwrap_or_default() > s.backfill_max_age {
+            return self.backfilled(username, session, since, Backfill::Reload("too_old"), ctx);
+        }
+        let urgent = self
+            .users
+            .get(&username)
+            .is_some_and(|u| !u.clients.is_empty());
+        let (backfills, max) = (Arc::clone(&self.backfills), s.backfill_max_messages);
+        let rc = &self.cfg.rocketchat;
+        let rest = REST.with(|r| {
+            r.get_or_init(|| RestClient::new(&rc.url, rc.request_timeout))
+                .clone()
+        });
+        let live = self.engine.live(&username);
+        self.then(ctx, live, move |act, ctx, live| {
+            let Ok(Some(login)) = live else {
+                return;
+            };
+            let creds = login.credentials();
+            let fetch = async move {
+                let _place = backfills.place().await;
+                let mut tries = 0;
+                loop {
+                    let turn = async |route| backfills.turn(route, urgent).await;
+                    match missed(&rest, &creds, since, max, turn).await {
+                        Err(RcError::RateLimited { retry_after }) if tries < 3 => {
+                            tries += 1;
+                            tokio::time::sleep(retry_after).await;
+                        }
+                        Ok(Missed::Events(events)) => return Backfill::Events(events),
+                        Ok(Missed::TooMany) => return Backfill::Reload("too_many"),
+                        Err(e) => {
+                            log::warn!("backfill failed: {e}");
+                            return Backfill::Reload("failed");
+                        }
+                    }
+                }
+            };
+            ctx.spawn(
+                fetch
+                    .into_actor(act)
+                    .map(move |done, act, ctx| act.backfilled(username, session, since, done, ctx)),
+            );
+        });
+    }
+
+    /// Delivers a backfill's events (those the history does not hold
+    /// already), or the event telling clients to reload.
+    fn backfilled(
+        &mut self,
+        username: String,
+        session: u64,
+        since: SystemTime,
+        done: Backfill,
+        ctx: &mut Context<Self>,
+    ) {
+        let events = match done {
+            Backfill::Events(events) => events,
+            Backfill::Reload(why) => {
+                log::warn!("user={username} session={session} cannot backfill ({why}): its clients are told to reload");
+                vec![reload_required(since, why)]
+            }
+        };
+        let recent = self.engine.recent(&username);
+        self.then(ctx, recent, move |act, ctx, recent| {
+            let held: HashSet<_> = recent
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|b| b.iter())
+                .filter_map(identity)
+                .collect();
+            let events: Vec<Event> = events
+                .into_iter()
+                .filter(|e| identity(e).is_none_or(|k| !held.contains(&k)))
+                .collect();
+            log::info!(
+                "user={username} session={session} backfilled {} events",
+                events.len()
+            );
+            let seen: HashSet<_> = events.iter().filter_map(identity).collect();
+            if !events.is_empty() {
+                let deliver = Deliver {
+                    username: username.as_str().into(),
+                    session,
+                    events,
+                };
+                act.deliver(deliver, ctx);
+            }
+            if let Some(state) = act.users.get_mut(&username) {
+                state.backfilled = Some(Box::new(Backfilled {
+                    seen,
+                    until: Instant::now() + OVERLAP,
+                }));
+            }
+        });
     }
 }
