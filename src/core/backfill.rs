@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore, SemaphorePermit};
 /// The turns of every backfill, shared by the shards.
 pub(crate) struct Backfills {
     /// One dispatcher per route, `None` when calls are not paced.
-    routes: Option<[mpsc::UnboundedSender<Waiter>; 2]>,
+    routes: Option<[mpsc::UnboundedSender<Waiter>; 3]>,
     running: Semaphore,
 }
 
@@ -56,7 +56,7 @@ impl Backfills {
     pub(crate) fn start(cfg: &SessionConfig) -> Arc<Backfills> {
         let routes = (cfg.backfill_rate > 0).then(|| {
             let every = Duration::from_secs(60) / cfg.backfill_rate;
-            [(); 2].map(|_| {
+            [(); 3].map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(dispatch(rx, every));
                 tx
@@ -83,7 +83,8 @@ impl Backfills {
         let order = ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let i = match route {
             Route::Subscriptions => 0,
-            Route::SyncMessages => 1,
+            Route::Rooms => 1,
+            Route::SyncMessages => 2,
         };
         if routes[i].send(Waiter { urgent, order, go }).is_ok() {
             let _ = wait.await;

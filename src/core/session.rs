@@ -28,6 +28,9 @@ pub enum SessionAuth {
     Resume(Credentials),
 }
 
+/// Events a reconnected session keeps while it subscribes again, at most.
+const HOLD_MAX: usize = 4096;
+
 /// Tells a session to stop (without reporting back: the registry already knows).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -303,13 +306,18 @@ impl UserSession {
                         self.username,
                         self.id
                     );
-                    self.deliver();
+                    let lost_at = self.lost_at.take();
+                    if lost_at.is_none() {
+                        self.deliver();
+                    }
                     self.registry
                         .do_send(SessionReport::SubscriptionsReady(SubscriptionsReady {
                             username: self.username.to_string(),
                             session: self.id,
-                            lost_at: self.lost_at.take(),
+                            lost_at,
                         }));
+                    // After the report: the registry holds these for the backfill.
+                    self.deliver();
                 }
             }
             ServerMsg::NoSub { id, error: Some(e) } => {
@@ -426,7 +434,12 @@ impl Handler<FromConn> for UserSession {
                     }
                     self.on_text(text, ctx);
                 }
-                self.deliver();
+                // After a loss, what the new connection brings waits for the
+                // backfill, to follow what was missed: here until the
+                // subscriptions are ready, then in the registry.
+                if self.lost_at.is_none() || self.events.len() >= HOLD_MAX {
+                    self.deliver();
+                }
             }
             FromConn::Closed { conn, error } if conn == self.conn => self.on_closed(error, ctx),
             _ => {}

@@ -1,7 +1,8 @@
 //! What Rocket.Chat emitted while a session's DDP socket was away, fetched
 //! the way Rocket.Chat's own clients do after a reconnect: the user's
-//! subscriptions changed since (`subscriptions.get?updatedSince=`), then,
-//! for each room among them, the messages changed since
+//! subscriptions and rooms changed since (`subscriptions.get` and
+//! `rooms.get` with `updatedSince`: a new message changes its room), then,
+//! for each of those rooms, the messages changed since
 //! (`chat.syncMessages?roomId=&lastUpdate=`), as the user. They come back
 //! as the events the streams would have carried, with EJSON dates as DDP
 //! has them, each room's messages in timestamp order.
@@ -17,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) enum Route {
     /// `subscriptions.get`.
     Subscriptions,
+    /// `rooms.get`.
+    Rooms,
     /// `chat.syncMessages`.
     SyncMessages,
 }
@@ -117,6 +120,26 @@ pub(crate) async fn missed(
                 method: "remove",
                 key: "msg",
                 value: raw(&s),
+            },
+        });
+    }
+    turn(Route::Rooms).await;
+    let changed = rest
+        .get(&format!("/api/v1/rooms.get?updatedSince={since}"), creds)
+        .await?;
+    for mut room in changed["update"].as_array().cloned().unwrap_or_default() {
+        ejson_dates(&mut room);
+        if let Some(rid) = room.get("_id").and_then(Value::as_str) {
+            if !rooms.iter().any(|r| r == rid) {
+                rooms.push(rid.to_string());
+            }
+        }
+        events.push(Event {
+            name: "getRoomChangedNotification",
+            data: EventData::Change {
+                method: "update",
+                key: "room",
+                value: raw(&room),
             },
         });
     }

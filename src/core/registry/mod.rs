@@ -62,6 +62,9 @@ struct UserState {
     /// Shortly after a backfill: what it delivered, so that the same
     /// message arriving live as well is dropped.
     backfilled: Option<Box<Backfilled>>,
+    /// While a backfill runs: the session's live events, delivered after
+    /// what was missed.
+    held: Option<Vec<Event>>,
 }
 
 /// The messages and subscriptions a backfill delivered, by `_id` and

@@ -17,7 +17,7 @@ use bytestring::ByteString;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 #[derive(Debug)]
@@ -208,6 +208,16 @@ impl Registry {
             return;
         }
         let mut events = msg.events;
+        if let (Some(held), true) = (&mut state.held, current) {
+            if held.len() + events.len() <= HELD_MAX {
+                return held.append(&mut events);
+            }
+            // Too much to hold: what was held goes now, the backfill after it.
+            let mut all = std::mem::take(held);
+            all.append(&mut events);
+            events = all;
+            state.held = None;
+        }
         events.retain(|e| !state.duplicate(e));
         if events.is_empty() {
             return;
@@ -310,6 +320,9 @@ impl Handler<SessionReport> for Registry {
 impl Registry {
     fn subscriptions_ready(&mut self, msg: SubscriptionsReady, ctx: &mut Context<Self>) {
         if let Some(lost_at) = msg.lost_at {
+            if let Some(state) = self.users.get_mut(&msg.username) {
+                state.held.get_or_insert_with(Vec::new);
+            }
             self.backfill(msg.username.clone(), msg.session, lost_at, ctx);
         }
         let Some(state) = self.users.get_mut(&msg.username) else {
@@ -334,7 +347,10 @@ impl Registry {
 
 /// Rocket.Chat's clock and ours may differ: a backfill starts this much
 /// before the loss (what it fetches twice, the history recognises).
-const SKEW: Duration = Duration::from_secs(10);
+const SKEW: Duration = Duration::from_secs(2);
+
+/// Live events held while a backfill runs, at most.
+const HELD_MAX: usize = 20_000;
 
 /// How long after a backfill the same message arriving live is dropped.
 const OVERLAP: Duration = Duration::from_secs(30);
@@ -363,11 +379,42 @@ impl Registry {
         lost_at: SystemTime,
         ctx: &mut Context<Self>,
     ) {
-        let since = lost_at - SKEW;
-        let s = &self.cfg.session;
-        if lost_at.elapsed().unwrap_or_default() > s.backfill_max_age {
-            return self.backfilled(username, session, since, Backfill::Reload("too_old"), ctx);
+        if lost_at.elapsed().unwrap_or_default() > self.cfg.session.backfill_max_age {
+            let why = Backfill::Reload("too_old");
+            return self.backfilled(username, session, lost_at, HashSet::new(), why, ctx);
         }
+        let recent = self.engine.recent(&username);
+        self.then(ctx, recent, move |act, ctx, recent| {
+            // What the history holds, and where it ends by Rocket.Chat's own
+            // clock: all it emitted up to its newest event came on the lost
+            // socket before that event, so the backfill starts there (a
+            // millisecond before, for a tie), with no skew to allow for.
+            let mut held = HashSet::new();
+            let mut newest = None;
+            for e in recent.unwrap_or_default().iter().flat_map(|b| b.iter()) {
+                if let Some((id, at)) = identity(e) {
+                    newest = newest.max(Some(at));
+                    held.insert((id, at));
+                }
+            }
+            let since = match newest {
+                Some(ms) => UNIX_EPOCH + Duration::from_millis(ms.max(1) as u64 - 1),
+                None => lost_at - SKEW,
+            };
+            act.fetch(username, session, since, held, ctx);
+        });
+    }
+
+    /// Fetches what came after `since`, in turn with every other backfill.
+    fn fetch(
+        &mut self,
+        username: String,
+        session: u64,
+        since: SystemTime,
+        held: HashSet<(String, i64)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let s = &self.cfg.session;
         let urgent = self
             .users
             .get(&username)
@@ -403,62 +450,59 @@ impl Registry {
                     }
                 }
             };
-            ctx.spawn(
-                fetch
-                    .into_actor(act)
-                    .map(move |done, act, ctx| act.backfilled(username, session, since, done, ctx)),
-            );
+            ctx.spawn(fetch.into_actor(act).map(move |done, act, ctx| {
+                act.backfilled(username, session, since, held, done, ctx)
+            }));
         });
     }
 
     /// Delivers a backfill's events (those the history does not hold
-    /// already), or the event telling clients to reload.
+    /// already), or the event telling clients to reload; then the live
+    /// events held meanwhile.
     fn backfilled(
         &mut self,
         username: String,
         session: u64,
         since: SystemTime,
+        held: HashSet<(String, i64)>,
         done: Backfill,
         ctx: &mut Context<Self>,
     ) {
-        let events = match done {
-            Backfill::Events(events) => events,
+        let mut events: Vec<Event> = match done {
+            Backfill::Events(events) => events
+                .into_iter()
+                .filter(|e| identity(e).is_none_or(|k| !held.contains(&k)))
+                .collect(),
             Backfill::Reload(why) => {
                 log::warn!("user={username} session={session} cannot backfill ({why}): its clients are told to reload");
                 vec![reload_required(since, why)]
             }
         };
-        let recent = self.engine.recent(&username);
-        self.then(ctx, recent, move |act, ctx, recent| {
-            let held: HashSet<_> = recent
-                .unwrap_or_default()
-                .iter()
-                .flat_map(|b| b.iter())
-                .filter_map(identity)
-                .collect();
-            let events: Vec<Event> = events
-                .into_iter()
-                .filter(|e| identity(e).is_none_or(|k| !held.contains(&k)))
-                .collect();
-            log::info!(
-                "user={username} session={session} backfilled {} events",
-                events.len()
-            );
-            let seen: HashSet<_> = events.iter().filter_map(identity).collect();
-            if !events.is_empty() {
-                let deliver = Deliver {
-                    username: username.as_str().into(),
-                    session,
-                    events,
-                };
-                act.deliver(deliver, ctx);
-            }
-            if let Some(state) = act.users.get_mut(&username) {
-                state.backfilled = Some(Box::new(Backfilled {
-                    seen,
-                    until: Instant::now() + OVERLAP,
-                }));
-            }
-        });
+        log::info!(
+            "user={username} session={session} backfilled {} events",
+            events.len()
+        );
+        let seen: HashSet<_> = events.iter().filter_map(identity).collect();
+        // Then what arrived live meanwhile, but for what the backfill had.
+        let live = self.users.get_mut(&username).and_then(|s| s.held.take());
+        events.extend(
+            live.into_iter()
+                .flatten()
+                .filter(|e| identity(e).is_none_or(|k| !seen.contains(&k))),
+        );
+        if !events.is_empty() {
+            let deliver = Deliver {
+                username: username.as_str().into(),
+                session,
+                events,
+            };
+            self.deliver(deliver, ctx);
+        }
+        if let Some(state) = self.users.get_mut(&username) {
+            state.backfilled = Some(Box::new(Backfilled {
+                seen,
+                until: Instant::now() + OVERLAP,
+            }));
+        }
     }
 }
