@@ -421,6 +421,16 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SignalRSocket {
                 ctx.close(reason);
                 ctx.stop();
             }
+            // A reset is the transport lost, not the client misbehaving:
+            // a stateful connection stays resumable.
+            Err(ws::ProtocolError::Io(e)) => {
+                log::info!(
+                    "user={} signalr client={:?} transport lost: {e}",
+                    self.username,
+                    self.id
+                );
+                ctx.stop();
+            }
             Err(e) => {
                 log::info!(
                     "user={} signalr client={:?} protocol error: {e}",
