@@ -84,6 +84,37 @@ pub(crate) struct Args {
     /// run); 0 skips it, as --quick does.
     #[arg(long, default_value_t = 3.0, value_name = "SECS")]
     pub(crate) stall_check: f64,
+    /// Chaos (imrelay): deliver at --rate (default 200 messages/s) for SECS
+    /// seconds while a fault comes every --fault-every seconds: a fifth of
+    /// the clients drop (native ones come back with since/epoch, SignalR
+    /// ones with stateful reconnect); every DDP socket drops; or DDP is
+    /// refused for 2 s with every socket dropped (a Rocket.Chat restart as
+    /// imrelay sees it). Fails on any event lost, duplicated or out of
+    /// order, any client not recovered, any reload asked for.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) chaos: Option<f64>,
+    /// Seconds between chaos faults.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub(crate) fault_every: f64,
+    /// Which chaos faults, taken in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "client-drop,ddp-drop,ddp-refused"
+    )]
+    pub(crate) faults: Vec<Fault>,
+}
+
+/// A chaos fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Fault {
+    /// A fifth of the clients drop (no close) and come back (since/epoch, or SignalR stateful reconnect).
+    ClientDrop,
+    /// Every session's DDP socket drops (no close).
+    DdpDrop,
+    /// DDP refused for 2 s and every socket dropped: a Rocket.Chat restart as imrelay sees it.
+    DdpRefused,
 }
 
 #[derive(Subcommand)]

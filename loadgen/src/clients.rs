@@ -39,6 +39,14 @@ pub struct Target {
 /// Counters shared with the orchestrator.
 #[derive(Default)]
 pub struct Shared {
+    /// Chaos: each bump drops a fifth of the native clients (by slot), which
+    /// come back with `since` and `epoch`.
+    pub drops: Option<tokio::sync::watch::Sender<u64>>,
+    /// Native clients back with `recovered: true`, and with anything else.
+    pub recovered: AtomicU64,
+    pub unrecovered: AtomicU64,
+    /// `reloadRequired` events seen (a backfill that could not be done).
+    pub reloads: AtomicU64,
     pub ready: AtomicUsize,
     pub failed: AtomicUsize,
     pub events: AtomicU64,
@@ -51,6 +59,8 @@ pub struct Shared {
 /// One thread's results.
 pub struct ThreadResult {
     pub hist: [Histogram<u64>; 2],
+    /// Chaos: from a client's drop to its welcome, µs.
+    pub recovery: Histogram<u64>,
     pub lost: [u64; 2],
     pub dup: [u64; 2],
     /// The latency pass's samples as (receive µs, latency µs), if asked for.
@@ -173,15 +183,268 @@ async fn open(t: &Target) -> Option<Socket> {
 struct Ctx {
     shared: Arc<Shared>,
     hist: Rc<RefCell<[Histogram<u64>; 2]>>,
+    recovery: RefCell<Histogram<u64>>,
     tracks: Rc<RefCell<Vec<Track>>>,
     rooms: usize,
     timeline: Option<RefCell<Vec<(u64, u64)>>>,
 }
 
-async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
-    while let Some(frame) = ws.next().await {
+/// Where a native client is in its user's stream (to come back after a drop).
+#[derive(Default)]
+struct Resume {
+    /// Native: the epoch and the last `seq` processed.
+    epoch: String,
+    seq: u64,
+    /// SignalR stateful reconnect: the connection token, the id of the
+    /// server's next sequenced record, the last processed and acked.
+    token: String,
+    next_in: u64,
+    done_in: u64,
+    acked: u64,
+    /// Since when a new transport has been waited for (its Sequence ends it).
+    back_since: Option<std::time::Instant>,
+}
+
+/// Acknowledge every this many SignalR records (the server holds what is
+/// not acknowledged, up to a bound).
+const ACK_EVERY: u64 = 20;
+
+/// A SignalR connection negotiated with stateful reconnect, past its
+/// handshake (version 2).
+async fn open_stateful(t: &Target) -> Option<(Socket, Resume)> {
+    let http = t
+        .url
+        .split("/signalr")
+        .next()?
+        .replacen("ws://", "http://", 1);
+    let mut r = awc::Client::new()
+        .post(format!(
+            "{http}/signalr/negotiate?negotiateVersion=1&useStatefulReconnect=true"
+        ))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .ok()?;
+    let n: serde_json::Value = r.json().await.ok()?;
+    let token = n["connectionToken"].as_str()?.to_string();
+    let mut ws = signalr_transport(&http, &token, &t.token).await?;
+    let hello = "{\"protocol\":\"json\",\"version\":2}\u{1e}";
+    ws.send(awc::ws::Message::Text(hello.into())).await.ok()?;
+    loop {
+        match ws.next().await? {
+            Ok(awc::ws::Frame::Text(b)) if b.starts_with(b"{}\x1e") => break,
+            Ok(awc::ws::Frame::Ping(p)) => ws.send(awc::ws::Message::Pong(p)).await.ok()?,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    let resume = Resume {
+        token,
+        next_in: 1,
+        ..Resume::default()
+    };
+    Some((ws, resume))
+}
+
+async fn signalr_transport(http: &str, token: &str, access: &str) -> Option<Socket> {
+    let url = format!(
+        "{}/signalr?id={token}&access_token={access}",
+        http.replacen("http://", "ws://", 1)
+    );
+    let (_, ws) = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+        .ws(url)
+        .max_frame_size(16 << 20)
+        .connect()
+        .await
+        .ok()?;
+    Some(ws)
+}
+
+/// A SignalR record's type, from the frame's start.
+fn record_type(frame: &[u8]) -> Option<u64> {
+    frame
+        .starts_with(b"{\"type\":")
+        .then(|| field(frame, "type")?.parse().ok())
+        .flatten()
+}
+
+/// `"key":"value"` or `"key":number` out of a frame, as text.
+fn field<'a>(frame: &'a [u8], key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":");
+    let at = memmem::find(frame, pat.as_bytes())? + pat.len();
+    let rest = &frame[at..];
+    let (start, stop): (usize, &[u8]) = if rest.first() == Some(&b'"') {
+        (1, b"\"")
+    } else {
+        (0, b",}")
+    };
+    let end = rest[start..].iter().position(|b| stop.contains(b))? + start;
+    std::str::from_utf8(&rest[start..end]).ok()
+}
+
+/// A native client through chaos: reads, and when told to drop, drops its
+/// socket without a close and comes back with `since` and `epoch`.
+async fn read_resuming(mut ws: Socket, t: Target, slot: usize, ctx: Rc<Ctx>, mut resume: Resume) {
+    let Some(drops) = ctx.shared.drops.as_ref().map(|d| d.subscribe()) else {
+        read(ws, t.kind, slot, ctx, None).await;
+        return;
+    };
+    let mut drops = drops;
+    loop {
+        if !read(
+            ws,
+            t.kind,
+            slot,
+            Rc::clone(&ctx),
+            Some((&mut drops, &mut resume)),
+        )
+        .await
+        {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        if t.kind == Kind::SignalR {
+            // The same connection on a new transport: our Sequence first
+            // (we send nothing sequenced: 1), then the server's.
+            let http = t
+                .url
+                .split("/signalr")
+                .next()
+                .unwrap_or_default()
+                .replacen("ws://", "http://", 1);
+            let mut tries = 0;
+            ws = loop {
+                if let Some(mut ws) = signalr_transport(&http, &resume.token, &t.token).await {
+                    let hello = "{\"type\":9,\"sequenceId\":1}\u{1e}";
+                    if ws.send(awc::ws::Message::Text(hello.into())).await.is_ok() {
+                        resume.back_since = Some(t0);
+                        break ws;
+                    }
+                }
+                if tries == 50 {
+                    ctx.shared.unrecovered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                tries += 1;
+                actix_rt::time::sleep(Duration::from_millis(100)).await;
+            };
+            continue;
+        }
+        let url = format!("{}&since={}&epoch={}", t.url, resume.seq, resume.epoch);
+        let back = Target { url, ..t.clone() };
+        let mut tries = 0;
+        ws = loop {
+            match open_native(&back).await {
+                Some((ws, welcome)) => {
+                    let ok = memmem::find(&welcome, b"\"recovered\":true").is_some();
+                    let counter = if ok {
+                        &ctx.shared.recovered
+                    } else {
+                        &ctx.shared.unrecovered
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(e) = field(&welcome, "epoch") {
+                        resume.epoch = e.to_string();
+                    }
+                    if !ok {
+                        resume.seq = field(&welcome, "seq")
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                    }
+                    let _ = ctx
+                        .recovery
+                        .borrow_mut()
+                        .record(t0.elapsed().as_micros().max(1) as u64);
+                    break ws;
+                }
+                None if tries < 50 => {
+                    tries += 1;
+                    actix_rt::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => return,
+            }
+        };
+    }
+}
+
+/// Reads events until the socket ends (false) or, with `drops`, until this
+/// client is told to drop (true).
+async fn read(
+    mut ws: Socket,
+    kind: Kind,
+    slot: usize,
+    ctx: Rc<Ctx>,
+    mut chaos: Option<(&mut tokio::sync::watch::Receiver<u64>, &mut Resume)>,
+) -> bool {
+    loop {
+        let frame = match &mut chaos {
+            Some((drops, _)) => tokio::select! {
+                f = ws.next() => f,
+                _ = drops.changed() => {
+                    let generation = *drops.borrow_and_update();
+                    if (slot as u64 + generation).is_multiple_of(5) {
+                        // Gone without a close, as a network loses it.
+                        return true;
+                    }
+                    continue;
+                }
+            },
+            None => ws.next().await,
+        };
+        let Some(frame) = frame else { return false };
         match frame {
             Ok(awc::ws::Frame::Text(b)) => {
+                if let (Kind::SignalR, Some((_, resume))) = (kind, &mut chaos) {
+                    match record_type(&b) {
+                        Some(9) => {
+                            resume.next_in = field(&b, "sequenceId")
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(resume.next_in);
+                            if let Some(t0) = resume.back_since.take() {
+                                ctx.shared.recovered.fetch_add(1, Ordering::Relaxed);
+                                let _ = ctx
+                                    .recovery
+                                    .borrow_mut()
+                                    .record(t0.elapsed().as_micros().max(1) as u64);
+                            }
+                            continue;
+                        }
+                        Some(1..=5) => {
+                            let id = resume.next_in;
+                            resume.next_in += 1;
+                            if id <= resume.done_in {
+                                // Sent again after a reconnect, processed already.
+                                continue;
+                            }
+                            resume.done_in = id;
+                            if resume.done_in - resume.acked >= ACK_EVERY {
+                                resume.acked = resume.done_in;
+                                let ack =
+                                    format!("{{\"type\":8,\"sequenceId\":{}}}\u{1e}", resume.acked);
+                                let _ = ws.send(awc::ws::Message::Text(ack.into())).await;
+                            }
+                        }
+                        Some(7) => {
+                            // The server could not resume (or is going away).
+                            ctx.shared.unrecovered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some((_, resume)) = &mut chaos {
+                    if let Some(seq) = b
+                        .starts_with(br#"{"type":"event","seq":"#)
+                        .then(|| field(&b, "seq"))
+                        .flatten()
+                    {
+                        resume.seq = seq.parse().unwrap_or(resume.seq);
+                    }
+                    if memmem::find(&b[..b.len().min(60)], b"\"reloadRequired\"").is_some() {
+                        ctx.shared.reloads.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if !is_event(&b, kind) {
                     if b.starts_with(br#"{"msg":"ping""#) {
                         let _ = ws
@@ -225,8 +488,30 @@ async fn read(mut ws: Socket, kind: Kind, slot: usize, ctx: Rc<Ctx>) {
             Ok(awc::ws::Frame::Ping(p)) => {
                 let _ = ws.send(awc::ws::Message::Pong(p)).await;
             }
-            Ok(awc::ws::Frame::Close(_)) | Err(_) => break,
+            Ok(awc::ws::Frame::Close(_)) | Err(_) => return false,
             Ok(_) => {}
+        }
+    }
+}
+
+/// A native client's socket and its welcome frame.
+async fn open_native(t: &Target) -> Option<(Socket, bytes::Bytes)> {
+    let (_, mut ws) = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+        .ws(t.url.as_str())
+        .max_frame_size(16 << 20)
+        .connect()
+        .await
+        .ok()?;
+    loop {
+        match ws.next().await? {
+            Ok(awc::ws::Frame::Text(b)) if b.starts_with(br#"{"type":"welcome""#) => {
+                return Some((ws, b))
+            }
+            Ok(awc::ws::Frame::Ping(p)) => ws.send(awc::ws::Message::Pong(p)).await.ok()?,
+            Ok(_) => {}
+            Err(_) => return None,
         }
     }
 }
@@ -253,6 +538,7 @@ pub fn spawn(
                     let ctx = Rc::new(Ctx {
                         shared: Arc::clone(&shared),
                         hist: Rc::new(RefCell::new([hist(), hist()])),
+                        recovery: RefCell::new(hist()),
                         tracks: Rc::new(RefCell::new(
                             chunk
                                 .iter()
@@ -269,13 +555,49 @@ pub fn spawn(
                     });
                     let mut slot = 0;
                     // Waves keep the servers' accept queues from overflowing.
+                    let chaos = shared.drops.is_some();
                     for wave in chunk.chunks(200) {
-                        let opened = futures_util::future::join_all(wave.iter().map(open)).await;
+                        let opened =
+                            futures_util::future::join_all(wave.iter().map(|t| async move {
+                                if chaos && t.kind == Kind::SignalR {
+                                    open_stateful(t).await.map(|(ws, r)| (ws, Some(r)))
+                                } else if chaos && t.kind == Kind::Native {
+                                    open_native(t).await.map(|(ws, welcome)| {
+                                        let resume = Resume {
+                                            epoch: field(&welcome, "epoch")
+                                                .unwrap_or_default()
+                                                .to_string(),
+                                            seq: field(&welcome, "seq")
+                                                .and_then(|s| s.parse().ok())
+                                                .unwrap_or(0),
+                                            ..Resume::default()
+                                        };
+                                        (ws, Some(resume))
+                                    })
+                                } else {
+                                    open(t).await.map(|ws| (ws, None))
+                                }
+                            }))
+                            .await;
                         for (ws, t) in opened.into_iter().zip(wave) {
                             match ws {
-                                Some(ws) => {
+                                Some((ws, resume)) => {
                                     shared.ready.fetch_add(1, Ordering::Relaxed);
-                                    actix_rt::spawn(read(ws, t.kind, slot, Rc::clone(&ctx)));
+                                    match resume {
+                                        Some(r) => actix_rt::spawn(read_resuming(
+                                            ws,
+                                            t.clone(),
+                                            slot,
+                                            Rc::clone(&ctx),
+                                            r,
+                                        )),
+                                        None => actix_rt::spawn({
+                                            let (ctx, kind) = (Rc::clone(&ctx), t.kind);
+                                            async move {
+                                                read(ws, kind, slot, ctx, None).await;
+                                            }
+                                        }),
+                                    };
                                 }
                                 None => {
                                     shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -300,8 +622,10 @@ pub fn spawn(
                         }
                     }
                     let hist = ctx.hist.borrow().clone();
+                    let recovery = ctx.recovery.borrow().clone();
                     let timeline = ctx.timeline.as_ref().map(|t| t.take()).unwrap_or_default();
                     ThreadResult {
+                        recovery,
                         hist,
                         lost,
                         dup,

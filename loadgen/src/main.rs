@@ -9,6 +9,7 @@
 //! Loopback only; every loop is bounded in count and time.
 
 mod burn;
+mod chaos;
 mod cli;
 mod clients;
 mod forwarder;
@@ -41,7 +42,10 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
         a.users, a.clients, a.room_size
     ));
     let setup = setup(mode, a)?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        drops: a.chaos.map(|_| tokio::sync::watch::channel(0).0),
+        ..Shared::default()
+    });
     let total = setup.targets.len();
     let t0 = Instant::now();
     let handles = clients::spawn(
@@ -78,6 +82,13 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
         .as_ref()
         .map_or((0, 0), |r| (r.base_rss, r.rss_kib()));
     say(format!("  set-up: {setup_rate:.0} sessions/s; clients connected in {connect_secs:.1}s ({failed} failed)"));
+    if let Some(secs) = a.chaos {
+        let mut out = chaos::run(&setup, &shared, a, secs, handles)?;
+        out["mode"] = json!(name);
+        out["clients"] = json!(total);
+        out["clients_failed"] = json!(failed);
+        return Ok(out);
+    }
     let full = pass(&setup, &shared, a, 1, a.messages, None, "full speed")?;
     let msgs_per_sec = full.posted as f64 / full.secs.max(1e-9);
     let half = if a.quick {
@@ -95,26 +106,14 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
             latency_label(a),
         )?)
     };
+    // After the passes the relay also holds what it keeps of the events
+    // (each user's history).
+    let after = setup.relay.as_ref().map_or(0, |r| r.rss_kib());
     *shared.posted.lock().map_err(|_| "poisoned")? =
         [full.posted, half.as_ref().map_or(0, |h| h.posted)];
     shared.done.store(true, Ordering::Relaxed);
-    let mut hist = [
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
-        Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
-    ];
-    let (mut lost, mut dup) = ([0u64; 2], [0u64; 2]);
-    let mut timeline = String::from("recv_us,latency_us,thread\n");
-    for (thread, h) in handles.into_iter().enumerate() {
-        let r = h.join().map_err(|_| "a client thread panicked")?;
-        for (at, latency) in &r.timeline {
-            timeline.push_str(&format!("{at},{latency},{thread}\n"));
-        }
-        for p in 0..2 {
-            hist[p].add(&r.hist[p]).map_err(|e| e.to_string())?;
-            lost[p] += r.lost[p];
-            dup[p] += r.dup[p];
-        }
-    }
+    let joined = join_clients(handles)?;
+    let (hist, lost, dup, timeline) = (joined.hist, joined.lost, joined.dup, joined.timeline);
     if let Some(dir) = &a.timeline {
         let path = std::path::Path::new(dir).join(format!("{name}.csv"));
         std::fs::create_dir_all(dir)
@@ -141,6 +140,8 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
         "mode": name, "clients": total, "clients_failed": failed, "setup_sessions_per_sec": setup_rate,
         "setup_secs": setup.setup_secs, "connect_secs": connect_secs,
         "relay_rss_base_kib": base, "relay_rss_loaded_kib": loaded, "relay_kib_per_user": per_user_kib,
+        "relay_rss_after_kib": after,
+        "relay_kib_per_user_after": if base > 0 { after.saturating_sub(base) as f64 / a.users as f64 } else { 0.0 },
         "full_speed": pass_json(&full, 0),
         "half_rate": half.as_ref().map(|h| pass_json(h, 1)),
     });
@@ -184,12 +185,51 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     }
     if base > 0 {
         say(format!(
-            "  relay memory: {} MiB -> {} MiB = {per_user_kib:.1} KiB per user",
+            "  relay memory: {} MiB -> {} MiB = {per_user_kib:.1} KiB per user; after the passes {} MiB = {:.1} KiB per user",
             base / 1024,
-            loaded / 1024
+            loaded / 1024,
+            after / 1024,
+            after.saturating_sub(base) as f64 / a.users as f64
         ));
     }
     Ok(out)
+}
+
+/// What every client thread counted, together.
+pub(crate) struct Joined {
+    pub(crate) hist: [Histogram<u64>; 2],
+    pub(crate) recovery: Histogram<u64>,
+    pub(crate) lost: [u64; 2],
+    pub(crate) dup: [u64; 2],
+    /// `recv_us,latency_us,thread` lines.
+    pub(crate) timeline: String,
+}
+
+/// Waits for the client threads (after `done`) and adds up what they counted.
+pub(crate) fn join_clients(
+    handles: Vec<std::thread::JoinHandle<clients::ThreadResult>>,
+) -> Result<Joined, String> {
+    let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+    let mut j = Joined {
+        hist: [h()?, h()?],
+        recovery: h()?,
+        lost: [0; 2],
+        dup: [0; 2],
+        timeline: String::from("recv_us,latency_us,thread\n"),
+    };
+    for (thread, handle) in handles.into_iter().enumerate() {
+        let r = handle.join().map_err(|_| "a client thread panicked")?;
+        for (at, latency) in &r.timeline {
+            j.timeline.push_str(&format!("{at},{latency},{thread}\n"));
+        }
+        for p in 0..2 {
+            j.hist[p].add(&r.hist[p]).map_err(|e| e.to_string())?;
+            j.lost[p] += r.lost[p];
+            j.dup[p] += r.dup[p];
+        }
+        j.recovery.add(&r.recovery).map_err(|e| e.to_string())?;
+    }
+    Ok(j)
 }
 
 fn main() {

@@ -25,7 +25,8 @@ impl Pass {
 }
 
 /// Posts `count` messages (at `rate` a second, or as fast as possible) and
-/// waits until every client got its copy, or progress stops for 5 s.
+/// waits until every client got its copy, or progress stops for 5 s (30 s
+/// in chaos).
 pub(crate) fn pass(
     setup: &Setup,
     shared: &Shared,
@@ -35,6 +36,8 @@ pub(crate) fn pass(
     rate: Option<f64>,
     label: &str,
 ) -> Result<Pass, String> {
+    // Chaos waits out reconnects and backfills before it calls an event lost.
+    let stall = Duration::from_secs(if a.chaos.is_some() { 30 } else { 5 });
     let (ev0, msg0) = (
         shared.events.load(Ordering::Relaxed),
         shared.msg_events.load(Ordering::Relaxed),
@@ -68,8 +71,7 @@ pub(crate) fn pass(
             done_at = Some(Instant::now());
             break;
         }
-        if last_change.elapsed() > Duration::from_secs(5) || t0.elapsed() > Duration::from_secs(600)
-        {
+        if last_change.elapsed() > stall || t0.elapsed() > Duration::from_secs(600) {
             break;
         }
         if tick.elapsed() >= Duration::from_secs(1) {

@@ -53,11 +53,16 @@ impl Proc {
         Ok(p)
     }
 
-    /// Starts `cmd` whose URL is known in advance.
+    /// Starts `cmd` whose URL is known in advance; its log goes to the file
+    /// `$LOADGEN_RELAY_LOG` if set.
     pub fn spawn(name: &'static str, mut cmd: Command, url: String) -> Result<Proc, String> {
+        let log = match std::env::var_os("LOADGEN_RELAY_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path).map_err(|e| e.to_string())?),
+            None => Stdio::null(),
+        };
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         Ok(Proc {

@@ -132,10 +132,23 @@ pub(crate) fn setup(mode: Mode, a: &Args) -> Result<Setup, String> {
                 "[server]\nlisten = \"127.0.0.1:{port}\"\napi_keys = [{{ name = \"loadgen\", key = \"{API_KEY}\" }}]\nmax_connections_per_ip = 100000\n[rocketchat]\nurl = \"{}\"\nadmin_username = \"super\"\nadmin_password = \"123qwe\"\n[users]\npassword = \"default\"\ndefault_password = \"{PASSWORD}\"\n[client]\nqueue_limit = 4096\n",
                 rcsim.url
             );
+            // rcsim runs permissive (no REST limiter): backfills need no
+            // pacing. The history must reach back over a reconnect and what
+            // a SignalR client had not acknowledged (about 1 s): --quick
+            // gives each user some 100 events a second.
+            let cfg = if a.chaos.is_some() {
+                let cfg = cfg.replace("[client]\n", "[client]\nhistory_size = 1024\n");
+                format!("{cfg}[session]\nbackfill_rate = 0\n")
+            } else {
+                cfg
+            };
             std::fs::write(dir.join("imrelay.toml"), cfg).map_err(|e| e.to_string())?;
             let mut cmd = Command::new(sibling("imrelay", &a.imrelay));
             cmd.args(["--config", &dir.join("imrelay.toml").display().to_string()])
-                .env("RUST_LOG", "warn");
+                .env(
+                    "RUST_LOG",
+                    std::env::var("LOADGEN_RELAY_RUST_LOG").unwrap_or("warn".into()),
+                );
             let url = format!("http://127.0.0.1:{port}");
             let mut relay = Proc::spawn("imrelay", cmd, url.clone())?;
             wait("imrelay ready", Duration::from_secs(30), || {
