@@ -10,22 +10,10 @@ use serde_json::{json, Value};
 
 const MESSAGE: &str = "getRoomMessageNotification";
 
-/// bob DMs alice `text` (in rcsim itself: REST's rate limiter is not
-/// what these tests are about).
+/// bob DMs alice `text`.
 async fn dm(env: &Env, text: &str) {
-    let rid = env.sim.direct_room("bob", "alice").expect("a DM room");
-    env.sim.post_message("bob", &rid, text).expect("posted");
+    env.dm("bob", "alice", text);
     tokio::task::yield_now().await;
-}
-
-/// alice and bob exist and are logged in; alice's client token.
-async fn alice_and_bob(env: &Env) -> String {
-    env.sync("alice").await;
-    env.sync("bob").await;
-    env.login("bob").await;
-    let token = env.login_token("alice").await;
-    env.subscribed("alice").await;
-    token
 }
 
 /// Reads frames until the message `text` arrives; all of them, in order.
@@ -76,7 +64,7 @@ async fn back(env: &Env, token: &str, query: &str) -> Client {
 #[actix_rt::test]
 async fn a_client_back_with_since_gets_what_it_missed_then_the_live_events() {
     let env = start(Settings::default(), |_| {}).await;
-    let token = alice_and_bob(&env).await;
+    let token = env.alice_and_bob().await;
     let mut stays = env.client(&token).await;
     let mut drops = env.client(&token).await;
     let epoch = drops.welcome["epoch"].clone();
@@ -135,7 +123,7 @@ async fn a_client_back_with_since_gets_what_it_missed_then_the_live_events() {
 #[actix_rt::test]
 async fn a_replay_meets_events_arriving_meanwhile_with_no_gap_or_duplicate() {
     let env = start(Settings::default(), |c| c.client.history_size = 1000).await;
-    let token = alice_and_bob(&env).await;
+    let token = env.alice_and_bob().await;
     let mut watch = env.client(&token).await;
     let first = env.client(&token).await;
     let (epoch, since) = (
@@ -177,7 +165,7 @@ async fn a_replay_meets_events_arriving_meanwhile_with_no_gap_or_duplicate() {
 #[actix_rt::test]
 async fn recovery_fails_plainly_for_another_epoch_an_old_since_or_a_bad_query() {
     let env = start(Settings::default(), |c| c.client.history_size = 4).await;
-    let token = alice_and_bob(&env).await;
+    let token = env.alice_and_bob().await;
     let mut c = env.client(&token).await;
     let epoch = c.welcome["epoch"].clone();
     dm(&env, "one").await;
@@ -239,7 +227,7 @@ async fn recovery_fails_plainly_for_another_epoch_an_old_since_or_a_bad_query() 
 #[actix_rt::test]
 async fn a_new_process_or_a_new_login_starts_a_new_epoch() {
     let mut env = start(Settings::default(), |_| {}).await;
-    let token = alice_and_bob(&env).await;
+    let token = env.alice_and_bob().await;
     let mut c = env.client(&token).await;
     let epoch = c.welcome["epoch"].clone();
     dm(&env, "before").await;

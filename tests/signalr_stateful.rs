@@ -11,21 +11,6 @@ use common::{start, Env};
 use rcsim::Settings;
 use serde_json::{json, Value};
 
-/// bob DMs alice `text` (in rcsim itself).
-async fn dm(env: &Env, text: &str) {
-    let rid = env.sim.direct_room("bob", "alice").expect("a DM room");
-    env.sim.post_message("bob", &rid, text).expect("posted");
-}
-
-async fn alice(env: &Env) -> String {
-    env.sync("alice").await;
-    env.sync("bob").await;
-    env.login("bob").await;
-    let token = env.login_token("alice").await;
-    env.subscribed("alice").await;
-    token
-}
-
 /// A stateful connection's token, negotiated.
 async fn stateful(env: &Env, token: &str) -> String {
     let q = "?negotiateVersion=1&useStatefulReconnect=true";
@@ -39,6 +24,18 @@ async fn transport(env: &Env, id: &str, token: &str) -> Ws {
     open(env, &format!("?id={id}&access_token={token}"))
         .await
         .expect("the websocket opens")
+}
+
+/// A stateful connection's first transport, past its handshake (version 2).
+async fn handshaken(env: &Env, id: &str, token: &str) -> Ws {
+    let mut ws = transport(env, id, token).await;
+    send(
+        &mut ws,
+        &format!("{{\"protocol\":\"json\",\"version\":2}}{RS}"),
+    )
+    .await;
+    assert_eq!(records(&mut ws).await, vec![json!({})]);
+    ws
 }
 
 /// Records until the message `text` arrives, pings and acks left out.
@@ -61,7 +58,7 @@ async fn until_message(ws: &mut Ws, text: &str) -> Vec<Value> {
 #[actix_rt::test]
 async fn only_a_negotiated_connection_is_stateful() {
     let env = start(Settings::default(), |_| {}).await;
-    let token = alice(&env).await;
+    let token = env.alice_and_bob().await;
     let (_, plain, _) = negotiate(&env, "?negotiateVersion=1", Some(&token), None).await;
     assert_eq!(
         plain.get("useStatefulReconnect"),
@@ -85,15 +82,9 @@ async fn only_a_negotiated_connection_is_stateful() {
 #[actix_rt::test]
 async fn a_new_transport_gets_the_unacked_and_the_missed_and_its_replays_are_dropped() {
     let env = start(Settings::default(), |_| {}).await;
-    let token = alice(&env).await;
+    let token = env.alice_and_bob().await;
     let id = stateful(&env, &token).await;
-    let mut ws = transport(&env, &id, &token).await;
-    send(
-        &mut ws,
-        &format!("{{\"protocol\":\"json\",\"version\":2}}{RS}"),
-    )
-    .await;
-    assert_eq!(records(&mut ws).await, vec![json!({})]);
+    let mut ws = handshaken(&env, &id, &token).await;
     // Client id 1: answered with our id 1.
     send(
         &mut ws,
@@ -102,7 +93,7 @@ async fn a_new_transport_gets_the_unacked_and_the_missed_and_its_replays_are_dro
         ),
     )
     .await;
-    dm(&env, "one").await;
+    env.dm("bob", "alice", "one");
     let first = until_message(&mut ws, "one").await;
     assert_eq!(first[0], json!({"type": 3, "invocationId": "r1"}));
     let sent = first.len() as u64;
@@ -114,7 +105,7 @@ async fn a_new_transport_gets_the_unacked_and_the_missed_and_its_replays_are_dro
     )
     .await;
     drop(ws);
-    dm(&env, "two").await;
+    env.dm("bob", "alice", "two");
 
     let mut ws = transport(&env, &id, &token).await;
     // No handshake on a new transport: the client's Sequence, then its
@@ -160,19 +151,13 @@ async fn a_new_transport_gets_the_unacked_and_the_missed_and_its_replays_are_dro
 #[actix_rt::test]
 async fn a_gap_the_history_cannot_cover_closes_the_connection_plainly() {
     let env = start(Settings::default(), |c| c.client.history_size = 0).await;
-    let token = alice(&env).await;
+    let token = env.alice_and_bob().await;
     let id = stateful(&env, &token).await;
-    let mut ws = transport(&env, &id, &token).await;
-    send(
-        &mut ws,
-        &format!("{{\"protocol\":\"json\",\"version\":2}}{RS}"),
-    )
-    .await;
-    records(&mut ws).await;
-    dm(&env, "one").await;
+    let mut ws = handshaken(&env, &id, &token).await;
+    env.dm("bob", "alice", "one");
     until_message(&mut ws, "one").await;
     drop(ws);
-    dm(&env, "two").await;
+    env.dm("bob", "alice", "two");
     let mut ws = transport(&env, &id, &token).await;
     send(&mut ws, &format!("{{\"type\":9,\"sequenceId\":1}}{RS}")).await;
     let close = loop {

@@ -126,14 +126,7 @@ fn stamp(frame: &[u8]) -> Option<(usize, u64, u64)> {
 type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
 async fn open(t: &Target) -> Option<Socket> {
-    let (_, mut ws) = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
-        .ws(t.url.as_str())
-        .max_frame_size(16 << 20)
-        .connect()
-        .await
-        .ok()?;
+    let mut ws = connect(&t.url).await?;
     let wanted = match t.kind {
         Kind::Native => 1,
         Kind::SignalR => {
@@ -251,6 +244,11 @@ async fn signalr_transport(http: &str, token: &str, access: &str) -> Option<Sock
         "{}/signalr?id={token}&access_token={access}",
         http.replacen("http://", "ws://", 1)
     );
+    connect(&url).await
+}
+
+/// A websocket to `url`, with the bounds every client here uses.
+async fn connect(url: &str) -> Option<Socket> {
     let (_, ws) = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish()
@@ -496,14 +494,7 @@ async fn read(
 
 /// A native client's socket and its welcome frame.
 async fn open_native(t: &Target) -> Option<(Socket, bytes::Bytes)> {
-    let (_, mut ws) = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
-        .ws(t.url.as_str())
-        .max_frame_size(16 << 20)
-        .connect()
-        .await
-        .ok()?;
+    let mut ws = connect(&t.url).await?;
     loop {
         match ws.next().await? {
             Ok(awc::ws::Frame::Text(b)) if b.starts_with(br#"{"type":"welcome""#) => {

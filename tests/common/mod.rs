@@ -228,6 +228,24 @@ impl Env {
         }
     }
 
+    /// `from` DMs `to` `text` in rcsim itself (REST's rate limiter is not
+    /// what the tests using it are about).
+    pub fn dm(&self, from: &str, to: &str, text: &str) {
+        let rid = self.sim.direct_room(from, to).expect("a DM room");
+        self.sim.post_message(from, &rid, text).expect("posted");
+    }
+
+    /// alice and bob exist and are logged in, alice's session subscribed;
+    /// her client token.
+    pub async fn alice_and_bob(&self) -> String {
+        self.sync("alice").await;
+        self.sync("bob").await;
+        self.login("bob").await;
+        let token = self.login_token("alice").await;
+        self.subscribed("alice").await;
+        token
+    }
+
     /// Stops the daemon and starts a new one (a new process, as far as its
     /// state goes) against the same rcsim, with `tweak` applied.
     pub async fn restart_daemon(&mut self, tweak: impl FnOnce(&mut Config)) {
