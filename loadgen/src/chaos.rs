@@ -44,6 +44,17 @@ pub(crate) fn run(
     let rate = a.rate.unwrap_or(200.0);
     let count = ((rate * secs) as usize).max(1);
     let every = Duration::from_secs_f64(seconds(a.fault_every, 0.5, 600.0));
+    if a.rc_limiter {
+        // On only now: the set-up's logins are not what is measured.
+        http::ok(
+            &setup.rcsim.url,
+            "POST",
+            "/_sim/settings",
+            None,
+            &[("X-Sim-Secret", SECRET)],
+            Some(&json!({"rest_rate_limiter": true})),
+        )?;
+    }
     let stop = AtomicBool::new(false);
     let (p, injected) = std::thread::scope(|s| {
         let faults = s.spawn(|| {

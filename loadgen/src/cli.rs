@@ -96,6 +96,11 @@ pub(crate) struct Args {
     /// Seconds between chaos faults.
     #[arg(long, default_value_t = 3.0, value_name = "SECS")]
     pub(crate) fault_every: f64,
+    /// Chaos with rcsim's REST limiter on (a default Rocket.Chat: 10 calls a
+    /// minute per route from imrelay's IP) and imrelay pacing its backfills
+    /// to it, instead of the limiter off and no pacing.
+    #[arg(long)]
+    pub(crate) rc_limiter: bool,
     /// Which chaos faults, taken in turn.
     #[arg(
         long,

@@ -133,12 +133,13 @@ pub(crate) fn setup(mode: Mode, a: &Args) -> Result<Setup, String> {
                 rcsim.url
             );
             // rcsim runs permissive (no REST limiter): backfills need no
-            // pacing. The history must reach back over a reconnect and what
+            // pacing, unless --rc-limiter turns it on. The history must reach back over a reconnect and what
             // a SignalR client had not acknowledged (about 1 s): --quick
             // gives each user some 100 events a second.
             let cfg = if a.chaos.is_some() {
                 let cfg = cfg.replace("[client]\n", "[client]\nhistory_size = 1024\n");
-                format!("{cfg}[session]\nbackfill_rate = 0\n")
+                let pace = if a.rc_limiter { 10 } else { 0 };
+                format!("{cfg}[session]\nbackfill_rate = {pace}\n")
             } else {
                 cfg
             };

@@ -65,6 +65,9 @@ struct UserState {
     /// While a backfill runs: the session's live events, delivered after
     /// what was missed.
     held: Option<Vec<Event>>,
+    /// A backfill is running; the loss time of another to run after it.
+    backfilling: bool,
+    backfill_again: Option<std::time::SystemTime>,
 }
 
 /// The messages and subscriptions a backfill delivered, by `_id` and

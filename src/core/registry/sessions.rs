@@ -319,11 +319,16 @@ impl Handler<SessionReport> for Registry {
 
 impl Registry {
     fn subscriptions_ready(&mut self, msg: SubscriptionsReady, ctx: &mut Context<Self>) {
-        if let Some(lost_at) = msg.lost_at {
-            if let Some(state) = self.users.get_mut(&msg.username) {
-                state.held.get_or_insert_with(Vec::new);
+        if let (Some(lost_at), Some(state)) = (msg.lost_at, self.users.get_mut(&msg.username)) {
+            state.held.get_or_insert_with(Vec::new);
+            if state.backfilling {
+                // One backfill at a time per user: this one follows it.
+                let at = state.backfill_again.map_or(lost_at, |t| t.min(lost_at));
+                state.backfill_again = Some(at);
+            } else {
+                state.backfilling = true;
+                self.backfill(msg.username.clone(), msg.session, lost_at, ctx);
             }
-            self.backfill(msg.username.clone(), msg.session, lost_at, ctx);
         }
         let Some(state) = self.users.get_mut(&msg.username) else {
             return;
@@ -428,7 +433,9 @@ impl Registry {
         let live = self.engine.live(&username);
         self.then(ctx, live, move |act, ctx, live| {
             let Ok(Some(login)) = live else {
-                return;
+                // No login to fetch with: release what is held.
+                let why = Backfill::Reload("failed");
+                return act.backfilled(username, session, since, held, why, ctx);
             };
             let creds = login.credentials();
             let fetch = async move {
@@ -468,7 +475,7 @@ impl Registry {
         done: Backfill,
         ctx: &mut Context<Self>,
     ) {
-        let mut events: Vec<Event> = match done {
+        let events: Vec<Event> = match done {
             Backfill::Events(events) => events
                 .into_iter()
                 .filter(|e| identity(e).is_none_or(|k| !held.contains(&k)))
@@ -482,27 +489,55 @@ impl Registry {
             "user={username} session={session} backfilled {} events",
             events.len()
         );
-        let seen: HashSet<_> = events.iter().filter_map(identity).collect();
-        // Then what arrived live meanwhile, but for what the backfill had.
-        let live = self.users.get_mut(&username).and_then(|s| s.held.take());
-        events.extend(
-            live.into_iter()
-                .flatten()
-                .filter(|e| identity(e).is_none_or(|k| !seen.contains(&k))),
-        );
-        if !events.is_empty() {
-            let deliver = Deliver {
-                username: username.as_str().into(),
-                session,
-                events,
-            };
-            self.deliver(deliver, ctx);
+        let Some(state) = self.users.get_mut(&username) else {
+            return;
+        };
+        let live = state.held.take();
+        let again = state.backfill_again.take();
+        let seen: Vec<_> = events.iter().filter_map(identity).collect();
+        self.deliver_now(&username, session, events, ctx);
+        let Some(state) = self.users.get_mut(&username) else {
+            return;
+        };
+        // From now on the same messages arriving live are dropped.
+        let b = state.backfilled.get_or_insert_with(|| {
+            Box::new(Backfilled {
+                seen: HashSet::new(),
+                until: Instant::now(),
+            })
+        });
+        b.seen.extend(seen);
+        b.until = Instant::now() + OVERLAP;
+        match again {
+            // The socket was lost again meanwhile: its own backfill comes
+            // next, and the live events wait for it too.
+            Some(lost_at) => {
+                state.held = live.or_else(|| Some(vec![]));
+                self.backfill(username, session, lost_at, ctx);
+            }
+            None => {
+                state.backfilling = false;
+                self.deliver_now(&username, session, live.unwrap_or_default(), ctx);
+            }
         }
-        if let Some(state) = self.users.get_mut(&username) {
-            state.backfilled = Some(Box::new(Backfilled {
-                seen,
-                until: Instant::now() + OVERLAP,
-            }));
+    }
+
+    /// Delivers events past the hold (what a backfill releases).
+    fn deliver_now(
+        &mut self,
+        username: &str,
+        session: u64,
+        events: Vec<Event>,
+        ctx: &mut Context<Self>,
+    ) {
+        if events.is_empty() {
+            return;
         }
+        let deliver = Deliver {
+            username: username.into(),
+            session,
+            events,
+        };
+        self.deliver(deliver, ctx);
     }
 }
