@@ -92,6 +92,7 @@ pub(crate) fn run(
         "chaos": {
             "seconds": secs, "rate": rate, "faults": injected, "fault_every_secs": every.as_secs_f64(),
             "messages": p.posted, "message_events": p.msg_events, "events": p.events,
+            "seconds_to_last_delivery": p.secs,
             "lost": j.lost[0], "duplicated_or_reordered": j.dup[0],
             "clients_recovered": recovered, "clients_not_recovered": unrecovered, "reloads": reloads,
             "recovery": pct(&j.recovery), "latency": pct(&j.hist[0]),
@@ -101,8 +102,8 @@ pub(crate) fn run(
     });
     let c = &out["chaos"];
     say(format!(
-        "  chaos: {} messages at {rate:.0}/s, {injected} faults; lost {} dup/reordered {}; {recovered} client resumes ({unrecovered} not recovered), {reloads} reloads; recovery p50 {} p99 {} max {} ms; latency p99 {} max {} ms",
-        p.posted, j.lost[0], j.dup[0],
+        "  chaos: {} messages at {rate:.0}/s, {injected} faults, the last delivered after {:.1} s; lost {} dup/reordered {}; {recovered} client resumes ({unrecovered} not recovered), {reloads} reloads; recovery p50 {} p99 {} max {} ms; latency p99 {} max {} ms",
+        p.posted, p.secs, j.lost[0], j.dup[0],
         c["recovery"]["p50_ms"], c["recovery"]["p99_ms"], c["recovery"]["max_ms"],
         c["latency"]["p99_ms"], c["latency"]["max_ms"],
     ));

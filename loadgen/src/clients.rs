@@ -524,7 +524,8 @@ pub fn spawn(
             std::thread::spawn(move || {
                 actix_rt::System::new().block_on(async move {
                     let hist = || {
-                        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+                        Histogram::<u64>::new_with_bounds(1, crate::MAX_LATENCY_US, 3)
+                            .expect("valid bounds")
                     };
                     let ctx = Rc::new(Ctx {
                         shared: Arc::clone(&shared),

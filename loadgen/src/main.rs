@@ -195,6 +195,10 @@ fn run_mode(mode: Mode, a: &Args) -> Result<Value, String> {
     Ok(out)
 }
 
+/// The longest latency the histograms hold, µs: an hour (a backfill paced
+/// to Rocket.Chat's limiter takes minutes).
+pub(crate) const MAX_LATENCY_US: u64 = 3_600_000_000;
+
 /// What every client thread counted, together.
 pub(crate) struct Joined {
     pub(crate) hist: [Histogram<u64>; 2],
@@ -209,7 +213,7 @@ pub(crate) struct Joined {
 pub(crate) fn join_clients(
     handles: Vec<std::thread::JoinHandle<clients::ThreadResult>>,
 ) -> Result<Joined, String> {
-    let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+    let h = || Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).map_err(|e| e.to_string());
     let mut j = Joined {
         hist: [h()?, h()?],
         recovery: h()?,
