@@ -112,7 +112,8 @@ impl Resumable {
     /// it replayed after a reconnect that was processed already is not).
     pub(crate) fn received(&mut self) -> bool {
         let id = self.next_in;
-        self.next_in += 1;
+        // The client sets where this starts (its Sequence): never overflow.
+        self.next_in = self.next_in.saturating_add(1);
         if id <= self.last_in {
             return false;
         }
@@ -206,6 +207,10 @@ mod tests {
         assert!(!r.received(), "2 was processed");
         assert!(r.received(), "3 is new");
         assert_eq!(r.ack_due(), Some(3));
+        // A hostile Sequence cannot make the count overflow.
+        r.client_sequence(u64::MAX);
+        assert!(r.received());
+        assert!(!r.received());
     }
 
     #[test]

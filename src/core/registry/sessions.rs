@@ -517,7 +517,10 @@ impl Registry {
             }
             None => {
                 state.backfilling = false;
-                self.deliver_now(&username, session, live.unwrap_or_default(), ctx);
+                // A newer login may have taken over meanwhile: what is held
+                // is its events then.
+                let current = state.session.as_ref().map_or(session, |s| s.id);
+                self.deliver_now(&username, current, live.unwrap_or_default(), ctx);
             }
         }
     }
