@@ -71,7 +71,9 @@ pub(crate) fn pass(
             done_at = Some(Instant::now());
             break;
         }
-        if last_change.elapsed() > stall || t0.elapsed() > Duration::from_secs(600) {
+        // Rocket.Chat's limiter paces a backfill at 10 users a minute.
+        let cap = Duration::from_secs(if a.rc_limiter { 4 * 3600 } else { 600 });
+        if last_change.elapsed() > stall || t0.elapsed() > cap {
             break;
         }
         if tick.elapsed() >= Duration::from_secs(1) {
