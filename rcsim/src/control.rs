@@ -208,6 +208,16 @@ async fn handle(
             if let Some(v) = flag("ddp_login_rate_limit") {
                 s.ddp_login_rate_limit = v;
             }
+            if let Some(v) = flag("ddp_rate_limiter") {
+                s.ddp_rate_limiter = v;
+            }
+            if let Some(v) = b.get("removed_methods").and_then(Value::as_array) {
+                s.removed_methods = v
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect();
+            }
             if let Some(v) = flag("updated_before_result") {
                 s.updated_before_result = v;
             }

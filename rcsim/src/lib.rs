@@ -244,6 +244,7 @@ impl Rcsim {
     /// Forgets the REST rate-limiter counters and failed-login counts.
     pub fn reset_limits(&self) {
         self.sim.limiter.lock().reset();
+        self.sim.ddp_limiter.lock().reset();
         self.sim.guard.lock().reset();
     }
 

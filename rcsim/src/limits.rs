@@ -1,5 +1,6 @@
 //! Rocket.Chat's throttles: the REST rate limiter (fixed window per route,
-//! counted per client IP) and failed-login blocking (per user and per IP).
+//! counted per client IP), the DDP rate limiter's default rules (as
+//! `method.call` applies them) and failed-login blocking (per user and per IP).
 
 use crate::error::MeteorError;
 use crate::settings::Settings;
@@ -59,6 +60,90 @@ impl RateLimiter {
     /// Forgets every counter.
     pub fn reset(&mut self) {
         self.routes.clear();
+    }
+}
+
+/// One of `DDP_Rate_Limit_*`: a fixed window of its own, counters per key.
+struct DdpRule {
+    limit: u32,
+    window_ms: i64,
+    start: Option<i64>,
+    counts: HashMap<String, u32>,
+}
+
+/// Meteor's `DDPRateLimiter` with Rocket.Chat's default rules
+/// (`server/settings/rate.ts`): per IP (120,000 a minute, 127.0.0.1
+/// excluded), per user (1,200 a minute), per connection (600 a minute),
+/// per user and method (20 per 10 s), per connection and method (10 per
+/// 10 s). Every matching rule counts the call, then any over its limit
+/// blocks it.
+pub struct DdpLimiter {
+    rules: [DdpRule; 5],
+}
+
+impl Default for DdpLimiter {
+    fn default() -> Self {
+        let rule = |limit, window_ms| DdpRule {
+            limit,
+            window_ms,
+            start: None,
+            counts: HashMap::new(),
+        };
+        DdpLimiter {
+            rules: [
+                rule(120_000, 60_000),
+                rule(1_200, 60_000),
+                rule(600, 60_000),
+                rule(20, 10_000),
+                rule(10, 10_000),
+            ],
+        }
+    }
+}
+
+impl DdpLimiter {
+    /// Counts a method call by `uid` on `connection` (for `method.call`,
+    /// the hashed login token); the wait in ms when a rule blocks it.
+    pub fn hit(
+        &mut self,
+        uid: &str,
+        ip: &str,
+        connection: &str,
+        method: &str,
+        now: i64,
+    ) -> Option<i64> {
+        let keys = [
+            (ip != "127.0.0.1").then(|| ip.to_string()),
+            Some(uid.to_string()),
+            Some(connection.to_string()),
+            Some(format!("{method}{uid}")),
+            Some(format!("{method}{connection}")),
+        ];
+        let mut wait = None;
+        for (rule, key) in self.rules.iter_mut().zip(keys) {
+            let Some(key) = key else { continue };
+            let start = match rule.start {
+                Some(t) if now - t <= rule.window_ms => t,
+                _ => {
+                    rule.counts.clear();
+                    *rule.start.insert(now)
+                }
+            };
+            let c = rule.counts.entry(key).or_default();
+            *c += 1;
+            if *c > rule.limit {
+                let left = start + rule.window_ms - now;
+                wait = Some(wait.map_or(left, |w: i64| w.max(left)));
+            }
+        }
+        wait
+    }
+
+    /// Forgets every counter.
+    pub fn reset(&mut self) {
+        for r in &mut self.rules {
+            r.counts.clear();
+        }
     }
 }
 
@@ -172,6 +257,27 @@ mod tests {
                 .blocked
         );
         assert!(too_many_requests(41_001).contains("wait 42 seconds"));
+    }
+
+    #[test]
+    fn ddp_rules_count_per_token_and_method() {
+        let mut l = DdpLimiter::default();
+        for i in 0..10 {
+            assert_eq!(
+                l.hit("u", "127.0.0.1", "t1", "messages/get", 1),
+                None,
+                "call {i}"
+            );
+        }
+        assert_eq!(
+            l.hit("u", "127.0.0.1", "t1", "messages/get", 2_000),
+            Some(8_001)
+        );
+        // Another method, or the window over: allowed again.
+        assert_eq!(l.hit("u", "127.0.0.1", "t1", "rooms/get", 2_000), None);
+        assert_eq!(l.hit("u", "127.0.0.1", "t1", "messages/get", 10_002), None);
+        // Another user's token has its own counters.
+        assert_eq!(l.hit("v", "127.0.0.1", "t2", "messages/get", 10_003), None);
     }
 
     #[test]

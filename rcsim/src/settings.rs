@@ -44,6 +44,12 @@ pub struct Settings {
     pub email_2fa_enabled: bool,
     /// Meteor's default accounts rule: 5 `login` calls per 10 s per DDP connection.
     pub ddp_login_rate_limit: bool,
+    /// `DDP_Rate_Limit_*_Enabled`, as `method.call` applies the DDP limiter.
+    pub ddp_rate_limiter: bool,
+    /// DDP methods this server no longer has (Rocket.Chat 9 removes the
+    /// orphans, `messages/get` and `rooms/get` among them): `method.call`
+    /// answers them "not found".
+    pub removed_methods: Vec<String>,
     /// How `users.createToken` behaves.
     pub create_token_profile: CreateTokenProfile,
     /// 7.x env `CREATE_TOKENS_FOR_USERS`.
@@ -87,6 +93,8 @@ impl Default for Settings {
             email_2fa_auto_opt_in: true,
             email_2fa_enabled: true,
             ddp_login_rate_limit: true,
+            ddp_rate_limiter: true,
+            removed_methods: vec![],
             create_token_profile: CreateTokenProfile::V8,
             create_tokens_for_users: false,
             create_tokens_secret: None,
@@ -114,6 +122,7 @@ impl Settings {
             two_factor_on_update: false,
             email_2fa_auto_opt_in: false,
             ddp_login_rate_limit: false,
+            ddp_rate_limiter: false,
             ..Settings::default()
         }
     }

@@ -7,7 +7,7 @@ use crate::ejson::now_ms;
 use crate::error::MeteorError;
 use crate::hub::{ConnId, Hub};
 use crate::ids;
-use crate::limits::{LoginGuard, RateLimiter};
+use crate::limits::{DdpLimiter, LoginGuard, RateLimiter};
 use crate::settings::Settings;
 use crate::store::{Emit, Store, UserRef};
 use parking_lot::{Mutex, RwLock};
@@ -198,6 +198,8 @@ pub struct Sim {
     pub(crate) store: Mutex<Store>,
     pub(crate) hub: Hub,
     pub(crate) limiter: Mutex<RateLimiter>,
+    /// The DDP limiter `method.call` applies.
+    pub(crate) ddp_limiter: Mutex<DdpLimiter>,
     pub(crate) guard: Mutex<LoginGuard>,
     pub(crate) permissions: RwLock<HashMap<String, Vec<String>>>,
     pub(crate) faults: Faults,
@@ -245,6 +247,7 @@ impl Sim {
             store: Mutex::new(Store::default()),
             hub: Hub::default(),
             limiter: Mutex::new(RateLimiter::default()),
+            ddp_limiter: Mutex::new(DdpLimiter::default()),
             guard: Mutex::new(LoginGuard::default()),
             permissions: RwLock::new(default_permissions()),
             faults: Faults::default(),

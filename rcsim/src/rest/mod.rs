@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod chat;
+mod methods;
 mod rooms;
 mod users;
 
@@ -207,7 +208,11 @@ static ROUTES: &[Route] = &[
     route("GET", "settings", true, admin::setting),
     route("POST", "rooms.upload", true, chat::upload),
     route("GET", "permissions.listAll", true, admin::permissions),
+    route("POST", "method.call", true, methods::call),
 ];
+
+/// Routes declared with `rateLimiterOptions: false`.
+const UNLIMITED: &[&str] = &["method.call"];
 
 /// The client address RC counts: `X-Real-IP` wins over the socket address.
 pub fn client_ip(req: &HttpRequest) -> String {
@@ -268,7 +273,7 @@ pub async fn dispatch(
         let Some(route) = ROUTES.iter().find(|r| {
             r.name == name
                 && r.method == method
-                && arg.is_some() == matches!(r.name, "settings" | "rooms.upload")
+                && arg.is_some() == matches!(r.name, "settings" | "rooms.upload" | "method.call")
         }) else {
             break 'reply Reply::raw(
                 404,
@@ -303,7 +308,7 @@ pub async fn dispatch(
         caller_id = caller.as_ref().map(|c| c.uid.clone());
         let ip = client_ip(&req);
         let settings = sim.settings();
-        if settings.rest_rate_limiter {
+        if settings.rest_rate_limiter && !UNLIMITED.contains(&name.as_str()) {
             let bypass = route.auth
                 && caller
                     .as_ref()
