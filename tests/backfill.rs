@@ -168,3 +168,86 @@ async fn past_the_bounds_clients_are_told_to_reload() {
     assert_eq!(reload["data"]["reason"], "too_many", "{reload}");
     assert!(reload["data"]["since"]["$date"].is_i64(), "{reload}");
 }
+
+/// The REST routes a backfill falls back on, each limited per IP.
+const REST_ROUTES: [&str; 3] = ["subscriptions.get", "rooms.get", "chat.syncMessages"];
+
+#[actix_rt::test]
+async fn with_rocket_chats_limiter_on_every_user_is_backfilled_at_once_over_the_ddp_methods() {
+    // Paced as for the REST routes (10 calls a minute), which would take
+    // over a minute for 12 users: the DDP methods are limited per user.
+    let env = start(Settings::permissive(), |c| c.session.backfill_rate = 10).await;
+    env.sync("bob").await;
+    let mut users = vec![];
+    for i in 0..12 {
+        let name = format!("user{i}");
+        env.sync(&name).await;
+        let token = env.login_token(&name).await;
+        env.subscribed(&name).await;
+        let dm = env.sim.direct_room("bob", &name).unwrap();
+        users.push((name, env.client(&token).await, dm));
+    }
+    env.sim.update_settings(|s| {
+        s.rest_rate_limiter = true;
+        s.ddp_rate_limiter = true;
+    });
+    env.sim.refuse_connections(Duration::from_secs(2));
+    env.sim.drop_ddp(None, true);
+    for (name, _, dm) in &users {
+        env.sim
+            .wait_for(common::WAIT, "the DDP socket to go", |s| {
+                s.ddp_connections(name) == 0
+            })
+            .await
+            .unwrap();
+        env.sim
+            .post_message("bob", dm, &format!("to {name}"))
+            .unwrap();
+    }
+    for (name, c, dm) in &mut users {
+        let text = format!("to {name}");
+        let (got, _) = messages_until(c, &[&text]).await;
+        assert_eq!(texts_in(&got, dm), [text]);
+    }
+    let calls = env.sim.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| !REST_ROUTES.contains(&c.route.as_str())),
+        "no per-IP route used"
+    );
+    assert!(calls.iter().all(|c| c.status != 429), "no 429 met");
+    assert!(calls.iter().any(|c| c.route == "method.call"));
+}
+
+#[actix_rt::test]
+async fn a_server_without_the_ddp_methods_is_backfilled_over_rest_and_asked_once() {
+    let env = start(Settings::default(), |c| c.session.backfill_rate = 0).await;
+    env.sim.update_settings(|s| {
+        s.removed_methods = ["subscriptions/get", "rooms/get", "messages/get"]
+            .map(String::from)
+            .to_vec();
+    });
+    let (mut c, dm, group) = setup(&env).await;
+    for round in 0..2 {
+        env.sim.refuse_connections(Duration::from_secs(1));
+        env.sim.drop_ddp(Some("alice"), true);
+        until_disconnected(&env).await;
+        let (a, b) = (format!("dm {round}"), format!("team {round}"));
+        env.sim.post_message("bob", &dm, &a).unwrap();
+        env.sim.post_message("bob", &group, &b).unwrap();
+        let (got, _) = messages_until(&mut c, &[&a, &b]).await;
+        assert_eq!(texts_in(&got, &dm), [a]);
+        assert_eq!(texts_in(&got, &group), [b]);
+        env.subscribed("alice").await;
+    }
+    let calls = env.sim.calls();
+    let count = |route: &str| calls.iter().filter(|c| c.route == route).count();
+    assert_eq!(
+        count("method.call"),
+        3,
+        "each method asked once, then known gone"
+    );
+    assert_eq!(count("subscriptions.get"), 2, "one per backfill");
+    assert!(count("chat.syncMessages") >= 4, "each room, each backfill");
+}

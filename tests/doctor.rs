@@ -36,6 +36,18 @@ async fn doctor_reports_the_hostile_defaults_and_their_fixes() {
         "create_token configured but the server has no secret"
     );
     assert_eq!(sim.token_count("super"), 0, "doctor logs out after itself");
+    assert_eq!(level(&f, "backfill_methods"), Level::Ok);
+
+    // A server without an orphan method: the REST route and its limit.
+    sim.update_settings(|s| s.removed_methods = vec!["messages/get".into()]);
+    let f = check(&cfg).await;
+    let m = f.iter().find(|f| f.key == "backfill_methods").unwrap();
+    assert_eq!(m.level, Level::Warn);
+    assert!(
+        m.text.contains("messages/get") && m.text.contains("api-bypass-rate-limit"),
+        "{m:?}"
+    );
+    sim.update_settings(|s| s.removed_methods.clear());
 
     sim.grant("api-bypass-rate-limit", "user");
     sim.update_settings(|s| {

@@ -1,16 +1,18 @@
 //! Backfill after a session's DDP socket comes back: what Rocket.Chat
-//! emitted meanwhile is fetched over REST as the user
+//! emitted meanwhile is fetched as the user
 //! ([`crate::rocketchat::backfill`]) and delivered like live events. This
-//! is the scheduling. A default Rocket.Chat allows 10 calls a minute per
-//! route for all of imrelay's users together (they share one IP), and
-//! after a restart every session comes back at once: so each call waits
-//! for its turn on its route, users with connected clients first, at
+//! is the scheduling. The DDP methods it asks first are limited per user;
+//! but a server without them (Rocket.Chat 9) leaves the REST routes, and
+//! a default Rocket.Chat allows 10 REST calls a minute per route for all
+//! of imrelay's users together (they share one IP), while after a restart
+//! every session comes back at once: so each REST call waits for its turn
+//! on its route, users with connected clients first, at
 //! `session.backfill_rate` calls a minute (0 when the users' role holds
-//! `api-bypass-rate-limit`: `imrelay doctor` says so), and at most
+//! `api-bypass-rate-limit`: `imrelay doctor` says so). At most
 //! `session.backfill_concurrency` backfills run at a time.
 
 use crate::config::SessionConfig;
-use crate::rocketchat::backfill::Route;
+use crate::rocketchat::backfill::{Methods, Route};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -22,6 +24,8 @@ pub(crate) struct Backfills {
     /// One dispatcher per route, `None` when calls are not paced.
     routes: Option<[mpsc::UnboundedSender<Waiter>; 3]>,
     running: Semaphore,
+    /// The DDP methods the server turned out to lack.
+    pub(crate) methods: Methods,
 }
 
 /// A call waiting for its turn.
@@ -65,6 +69,7 @@ impl Backfills {
         Arc::new(Backfills {
             routes,
             running: Semaphore::new(cfg.backfill_concurrency),
+            methods: Methods::default(),
         })
     }
 
@@ -81,12 +86,10 @@ impl Backfills {
         static ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let (go, wait) = oneshot::channel();
         let order = ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let i = match route {
-            Route::Subscriptions => 0,
-            Route::Rooms => 1,
-            Route::SyncMessages => 2,
-        };
-        if routes[i].send(Waiter { urgent, order, go }).is_ok() {
+        if routes[route.index()]
+            .send(Waiter { urgent, order, go })
+            .is_ok()
+        {
             let _ = wait.await;
         }
     }

@@ -1,16 +1,20 @@
 //! What Rocket.Chat emitted while a session's DDP socket was away, fetched
 //! the way Rocket.Chat's own clients do after a reconnect: the user's
-//! subscriptions and rooms changed since (`subscriptions.get` and
-//! `rooms.get` with `updatedSince`: a new message changes its room), then,
-//! for each of those rooms, the messages changed since
-//! (`chat.syncMessages?roomId=&lastUpdate=`), as the user. They come back
-//! as the events the streams would have carried, with EJSON dates as DDP
-//! has them, each room's messages in timestamp order.
+//! subscriptions and rooms changed since (`updatedSince`: a new message
+//! changes its room), then, for each of those rooms, the messages changed
+//! since, as the user. Each of the three asks goes to the DDP method over
+//! REST ([`method_call`]: per-user limits) while the server has it, else
+//! to its REST route (`subscriptions.get`, `rooms.get`,
+//! `chat.syncMessages`: limited per IP, so paced by the caller). They come
+//! back as the events the streams would have carried, with EJSON dates as
+//! DDP has them, each room's messages in timestamp order.
 
+use super::method_call::{self, Answer};
 use super::rest::RestClient;
 use super::{Credentials, Event, EventData, RcError};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The REST routes a backfill calls, each limited on its own by Rocket.Chat.
@@ -22,6 +26,82 @@ pub(crate) enum Route {
     Rooms,
     /// `chat.syncMessages`.
     SyncMessages,
+}
+
+impl Route {
+    /// The route's place in per-route arrays.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The DDP method that answers what the route does.
+    fn method(self) -> &'static str {
+        match self {
+            Route::Subscriptions => "subscriptions/get",
+            Route::Rooms => "rooms/get",
+            Route::SyncMessages => "messages/get",
+        }
+    }
+}
+
+/// Which of the backfill's DDP methods the server turned out not to have
+/// (Rocket.Chat 9 removes orphan methods): learnt once, then their routes
+/// go over REST.
+#[derive(Default)]
+pub(crate) struct Methods([AtomicBool; 3]);
+
+impl Methods {
+    fn gone(&self, route: Route) -> bool {
+        self.0[route.index()].load(Ordering::Relaxed)
+    }
+
+    fn set_gone(&self, route: Route) {
+        if !self.0[route.index()].swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "Rocket.Chat has no DDP method {}: backfills call its REST route instead, which Rocket.Chat limits to 10 calls a minute for all users together unless their role holds api-bypass-rate-limit (see imrelay doctor)",
+                route.method()
+            );
+        }
+    }
+}
+
+/// Retries of a method the DDP limiter refused, each after the wait it named.
+const METHOD_RETRIES: u32 = 5;
+
+/// One ask of a backfill: the DDP method while the server has it, else
+/// the REST route `path` once `turn` allows (REST's dates made EJSON, and
+/// `chat.syncMessages`' `result` unwrapped, so both answer alike).
+async fn ask(
+    rest: &RestClient,
+    creds: &Credentials,
+    methods: &Methods,
+    route: Route,
+    params: Value,
+    path: String,
+    turn: &impl AsyncFn(Route),
+) -> Result<Value, RcError> {
+    let mut tries = 0;
+    while !methods.gone(route) {
+        match method_call::call(rest, creds, route.method(), params.clone()).await {
+            Ok(Answer::Result(Value::Bool(false))) => {
+                return Err(RcError::Forbidden(format!("{}: no access", route.method())))
+            }
+            Ok(Answer::Result(v)) => return Ok(v),
+            Ok(Answer::Gone) => methods.set_gone(route),
+            Err(RcError::RateLimited { retry_after }) if tries < METHOD_RETRIES => {
+                tries += 1;
+                tokio::time::sleep(retry_after).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    turn(route).await;
+    let mut v = rest.get(&path, creds).await?;
+    ejson_dates(&mut v);
+    Ok(match route {
+        Route::SyncMessages => v["result"].take(),
+        _ => v,
+    })
 }
 
 /// What a backfill found.
@@ -80,26 +160,32 @@ fn date_ms(v: &Value) -> i64 {
 }
 
 /// Fetches what changed for the user since `since`, at most `max_messages`
-/// messages; `turn` is awaited before each call (the caller's rate limit).
+/// messages; `turn` is awaited before each REST call (the caller's rate
+/// limit).
 pub(crate) async fn missed(
     rest: &RestClient,
     creds: &Credentials,
     since: SystemTime,
     max_messages: usize,
+    methods: &Methods,
     turn: impl AsyncFn(Route),
 ) -> Result<Missed, RcError> {
+    let date =
+        json!({"$date": since.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64});
     let since = iso(since);
-    turn(Route::Subscriptions).await;
-    let subs = rest
-        .get(
-            &format!("/api/v1/subscriptions.get?updatedSince={since}"),
-            creds,
-        )
-        .await?;
+    let subs = ask(
+        rest,
+        creds,
+        methods,
+        Route::Subscriptions,
+        json!([date]),
+        format!("/api/v1/subscriptions.get?updatedSince={since}"),
+        &turn,
+    )
+    .await?;
     let mut events = vec![];
     let mut rooms = vec![];
-    for mut s in subs["update"].as_array().cloned().unwrap_or_default() {
-        ejson_dates(&mut s);
+    for s in subs["update"].as_array().into_iter().flatten() {
         if let Some(rid) = s.get("rid").and_then(Value::as_str) {
             rooms.push(rid.to_string());
         }
@@ -108,27 +194,31 @@ pub(crate) async fn missed(
             data: EventData::Change {
                 method: "update",
                 key: "msg",
-                value: raw(&s),
+                value: raw(s),
             },
         });
     }
-    for mut s in subs["remove"].as_array().cloned().unwrap_or_default() {
-        ejson_dates(&mut s);
+    for s in subs["remove"].as_array().into_iter().flatten() {
         events.push(Event {
             name: "getRoomSubscriptionChangedNotification",
             data: EventData::Change {
                 method: "remove",
                 key: "msg",
-                value: raw(&s),
+                value: raw(s),
             },
         });
     }
-    turn(Route::Rooms).await;
-    let changed = rest
-        .get(&format!("/api/v1/rooms.get?updatedSince={since}"), creds)
-        .await?;
-    for mut room in changed["update"].as_array().cloned().unwrap_or_default() {
-        ejson_dates(&mut room);
+    let changed = ask(
+        rest,
+        creds,
+        methods,
+        Route::Rooms,
+        json!([date]),
+        format!("/api/v1/rooms.get?updatedSince={since}"),
+        &turn,
+    )
+    .await?;
+    for room in changed["update"].as_array().into_iter().flatten() {
         if let Some(rid) = room.get("_id").and_then(Value::as_str) {
             if !rooms.iter().any(|r| r == rid) {
                 rooms.push(rid.to_string());
@@ -139,24 +229,27 @@ pub(crate) async fn missed(
             data: EventData::Change {
                 method: "update",
                 key: "room",
-                value: raw(&room),
+                value: raw(room),
             },
         });
     }
     let mut count = 0;
     for rid in rooms {
-        turn(Route::SyncMessages).await;
-        let path = format!("/api/v1/chat.syncMessages?roomId={rid}&lastUpdate={since}");
-        let r = rest.get(&path, creds).await?;
-        let mut messages = r["result"]["updated"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let r = ask(
+            rest,
+            creds,
+            methods,
+            Route::SyncMessages,
+            json!([rid, {"lastUpdate": date}]),
+            format!("/api/v1/chat.syncMessages?roomId={rid}&lastUpdate={since}"),
+            &turn,
+        )
+        .await?;
+        let mut messages = r["updated"].as_array().cloned().unwrap_or_default();
         count += messages.len();
         if count > max_messages {
             return Ok(Missed::TooMany);
         }
-        messages.iter_mut().for_each(ejson_dates);
         messages.sort_by_key(|m| (date_ms(&m["ts"]), date_ms(&m["_updatedAt"])));
         events.extend(messages.iter().map(|m| Event {
             name: "getRoomMessageNotification",

@@ -2,9 +2,10 @@
 //! says what to change, one line per finding (`docs/protocol/rocketchat.md` §9).
 
 use crate::config::{Config, LoginMethod};
+use crate::rocketchat::method_call::{self, Answer};
 use crate::rocketchat::rest::RestClient;
 use crate::rocketchat::{Credentials, RcError};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::fmt;
 
 /// How serious a finding is.
@@ -195,6 +196,30 @@ pub async fn check(cfg: &Config) -> Vec<Finding> {
             format!("session.backfill_rate = {pace} a minute per route"),
         ));
     }
+    // Backfills ask these first: Rocket.Chat limits them per user, not per IP.
+    let since = json!({"$date": 0});
+    let mut gone = vec![];
+    let mut failed = None;
+    for (method, params) in [
+        ("subscriptions/get", json!([since])),
+        ("rooms/get", json!([since])),
+        (
+            "messages/get",
+            json!(["imrelay-doctor", {"lastUpdate": since}]),
+        ),
+    ] {
+        match method_call::call(&rest, &admin, method, params).await {
+            Ok(Answer::Gone) => gone.push(method),
+            Ok(Answer::Result(_)) => {}
+            Err(e) => failed = Some(format!("{method}: {e}")),
+        }
+    }
+    out.push(match (failed, gone.is_empty()) {
+        (Some(e), _) => finding(Level::Warn, "backfill_methods", format!("cannot ask the DDP methods backfills use ({e})")),
+        (None, true) => finding(Level::Ok, "backfill_methods", "backfills ask subscriptions/get, rooms/get and messages/get over method.call, limited per user rather than per IP"),
+        (None, false) if unlimited => finding(Level::Ok, "backfill_methods", format!("no {}: backfills use the REST routes, which Rocket.Chat does not limit here", gone.join(", "))),
+        (None, false) => finding(Level::Warn, "backfill_methods", format!("no {} (Rocket.Chat 9 removes them): backfills use the REST routes, {per_minute} calls a minute per route for all users together, so 1,000 users take {} minutes after a restart; grant api-bypass-rate-limit to the role user and set session.backfill_rate = 0", gone.join(", "), 1000 / per_minute.max(1))),
+    });
     match setting(&rest, &admin, "Accounts_TwoFactorAuthentication_By_Email_Auto_Opt_In").await {
         Some(Value::Bool(true)) => out.push(finding(
             Level::Warn,

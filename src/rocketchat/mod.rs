@@ -6,6 +6,7 @@ pub(crate) mod backfill;
 pub(crate) mod connection;
 pub(crate) mod ddp;
 pub mod doctor;
+pub(crate) mod method_call;
 pub mod passwords;
 pub(crate) mod probe;
 pub(crate) mod rest;

@@ -443,7 +443,7 @@ impl Registry {
                 let mut tries = 0;
                 loop {
                     let turn = async |route| backfills.turn(route, urgent).await;
-                    match missed(&rest, &creds, since, max, turn).await {
+                    match missed(&rest, &creds, since, max, &backfills.methods, turn).await {
                         Err(RcError::RateLimited { retry_after }) if tries < 3 => {
                             tries += 1;
                             tokio::time::sleep(retry_after).await;
