@@ -52,7 +52,7 @@ pub(crate) fn run(
             "/_sim/settings",
             None,
             &[("X-Sim-Secret", SECRET)],
-            Some(&json!({"rest_rate_limiter": true})),
+            Some(&json!({"rest_rate_limiter": true, "ddp_rate_limiter": true})),
         )?;
     }
     let stop = AtomicBool::new(false);

@@ -96,9 +96,10 @@ pub(crate) struct Args {
     /// Seconds between chaos faults.
     #[arg(long, default_value_t = 3.0, value_name = "SECS")]
     pub(crate) fault_every: f64,
-    /// Chaos with rcsim's REST limiter on (a default Rocket.Chat: 10 calls a
-    /// minute per route from imrelay's IP) and imrelay pacing its backfills
-    /// to it, instead of the limiter off and no pacing.
+    /// Chaos with rcsim's limiters on as a default Rocket.Chat has them (REST:
+    /// 10 calls a minute per route from imrelay's IP; DDP, which method.call
+    /// applies: per user and token) and imrelay pacing its REST backfill
+    /// calls to it, instead of the limiters off and no pacing.
     #[arg(long)]
     pub(crate) rc_limiter: bool,
     /// Which chaos faults, taken in turn.
