@@ -251,3 +251,38 @@ async fn a_server_without_the_ddp_methods_is_backfilled_over_rest_and_asked_once
     assert_eq!(count("subscriptions.get"), 2, "one per backfill");
     assert!(count("chat.syncMessages") >= 4, "each room, each backfill");
 }
+
+#[actix_rt::test]
+async fn a_user_in_more_rooms_than_the_ddp_limiter_allows_at_once_waits_and_misses_nothing() {
+    // 10 calls of one method per 10 s per token: the 11th room's waits.
+    let env = start(Settings::permissive(), |c| c.session.backfill_rate = 0).await;
+    let (mut c, _, _) = setup(&env).await;
+    let rooms: Vec<String> = (0..11)
+        .map(|i| {
+            env.sim
+                .create_room(RoomType::Group, &format!("room{i}"), "bob", &["alice"])
+                .unwrap()
+        })
+        .collect();
+    env.sim.update_settings(|s| s.ddp_rate_limiter = true);
+    env.sim.refuse_connections(Duration::from_secs(1));
+    env.sim.drop_ddp(Some("alice"), true);
+    until_disconnected(&env).await;
+    for (i, rid) in rooms.iter().enumerate() {
+        env.sim
+            .post_message("bob", rid, &format!("in {i}"))
+            .unwrap();
+    }
+    let want: Vec<String> = (0..11).map(|i| format!("in {i}")).collect();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    let (got, frames) = messages_until(&mut c, &want).await;
+    assert_eq!(got.len(), 11, "each once: {got:?}");
+    assert!(frames.iter().all(|v| v["event"] != "reloadRequired"));
+    let limited = env
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.route == "method.call" && c.status == 400)
+        .count();
+    assert!(limited >= 1, "the limiter was met and waited out");
+}
