@@ -34,6 +34,9 @@ fn fault(setup: &Setup, shared: &Shared, f: Fault) -> Result<(), String> {
     }
 }
 
+/// The DDP methods imrelay's backfill asks first.
+const BACKFILL_METHODS: &[&str] = &["subscriptions/get", "rooms/get", "messages/get"];
+
 pub(crate) fn run(
     setup: &Setup,
     shared: &Shared,
@@ -45,6 +48,11 @@ pub(crate) fn run(
     let count = ((rate * secs) as usize).max(1);
     let every = Duration::from_secs_f64(seconds(a.fault_every, 0.5, 600.0));
     if a.rc_limiter {
+        let removed: &[&str] = if a.rc_without_methods {
+            BACKFILL_METHODS
+        } else {
+            &[]
+        };
         // On only now: the set-up's logins are not what is measured.
         http::ok(
             &setup.rcsim.url,
@@ -52,7 +60,11 @@ pub(crate) fn run(
             "/_sim/settings",
             None,
             &[("X-Sim-Secret", SECRET)],
-            Some(&json!({"rest_rate_limiter": true, "ddp_rate_limiter": true})),
+            Some(&json!({
+                "rest_rate_limiter": true,
+                "ddp_rate_limiter": true,
+                "removed_methods": removed,
+            })),
         )?;
     }
     let stop = AtomicBool::new(false);

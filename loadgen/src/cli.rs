@@ -102,6 +102,11 @@ pub(crate) struct Args {
     /// calls to it, instead of the limiters off and no pacing.
     #[arg(long)]
     pub(crate) rc_limiter: bool,
+    /// With `--rc-limiter`: rcsim answers the backfill's DDP methods "not
+    /// found", as a Rocket.Chat 9 without them, so imrelay backfills over the
+    /// REST routes.
+    #[arg(long, requires = "rc_limiter")]
+    pub(crate) rc_without_methods: bool,
     /// Which chaos faults, taken in turn.
     #[arg(
         long,
