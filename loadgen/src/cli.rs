@@ -149,6 +149,26 @@ pub(crate) enum Cmd {
         #[arg(long, default_value_t = 60.0)]
         secs: f64,
     },
+    /// The Redis clients the cluster could use (`redis`, `fred`), measured at
+    /// its work: one fenced append-and-publish script per batch, a
+    /// subscriber on 16 shard channels, Redis restarted under a paced load.
+    Redis {
+        /// Seconds at full speed, per client.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Concurrent publishing tasks on one connection (a node's shards).
+        #[arg(long, default_value_t = 64)]
+        tasks: usize,
+        /// Bytes per batch.
+        #[arg(long, default_value_t = 600)]
+        size: usize,
+        /// Batches a second in all while Redis is restarted.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// The redis-server binary.
+        #[arg(long, default_value = "redis-server")]
+        server: String,
+    },
     /// Only measure the machine's latency floor (see --stall-check).
     Stalls {
         #[arg(long, default_value_t = 10.0)]

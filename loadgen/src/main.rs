@@ -16,6 +16,7 @@ mod forwarder;
 mod http;
 mod pass;
 mod procs;
+mod redis_clients;
 mod report;
 mod setup;
 mod stalls;
@@ -271,6 +272,30 @@ fn main() {
             "done: each thread aimed at {:.0} % of a core",
             share * 100.0
         ));
+        return;
+    }
+    if let Some(Cmd::Redis {
+        secs,
+        tasks,
+        size,
+        rate,
+        server,
+    }) = &a.cmd
+    {
+        let secs = seconds(*secs, 1.0, 600.0);
+        match redis_clients::run(
+            server,
+            secs,
+            (*tasks).clamp(1, 4096),
+            (*size).clamp(20, 1 << 20),
+            rate.clamp(1.0, 1e6),
+        ) {
+            Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+            Err(e) => {
+                eprintln!("loadgen redis: {e}");
+                std::process::exit(1);
+            }
+        }
         return;
     }
     if let Some(Cmd::Stalls { secs }) = &a.cmd {
