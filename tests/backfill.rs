@@ -254,7 +254,8 @@ async fn a_server_without_the_ddp_methods_is_backfilled_over_rest_and_asked_once
 
 #[actix_rt::test]
 async fn a_user_in_more_rooms_than_the_ddp_limiter_allows_at_once_waits_and_misses_nothing() {
-    // 10 calls of one method per 10 s per token: the 11th room's waits.
+    // 10 calls of one method per window per token: the 11th room's waits
+    // (a window of 2 s, not the default 10, to stay under a frame's wait).
     let env = start(Settings::permissive(), |c| c.session.backfill_rate = 0).await;
     let (mut c, _, _) = setup(&env).await;
     let rooms: Vec<String> = (0..11)
@@ -264,7 +265,10 @@ async fn a_user_in_more_rooms_than_the_ddp_limiter_allows_at_once_waits_and_miss
                 .unwrap()
         })
         .collect();
-    env.sim.update_settings(|s| s.ddp_rate_limiter = true);
+    env.sim.update_settings(|s| {
+        s.ddp_rate_limiter = true;
+        s.ddp_rate_limit_by_method_interval = Duration::from_secs(2);
+    });
     env.sim.refuse_connections(Duration::from_secs(1));
     env.sim.drop_ddp(Some("alice"), true);
     until_disconnected(&env).await;
@@ -285,4 +289,28 @@ async fn a_user_in_more_rooms_than_the_ddp_limiter_allows_at_once_waits_and_miss
         .filter(|c| c.route == "method.call" && c.status == 400)
         .count();
     assert!(limited >= 1, "the limiter was met and waited out");
+}
+
+#[actix_rt::test]
+async fn a_server_with_some_of_the_methods_is_asked_them_and_the_rest_over_rest() {
+    // A Rocket.Chat 9 that keeps subscriptions/get and drops the orphans.
+    let env = start(Settings::default(), |c| c.session.backfill_rate = 0).await;
+    env.sim.update_settings(|s| {
+        s.removed_methods = ["rooms/get", "messages/get"].map(String::from).to_vec();
+    });
+    let (mut c, dm, group) = setup(&env).await;
+    env.sim.refuse_connections(Duration::from_secs(1));
+    env.sim.drop_ddp(Some("alice"), true);
+    until_disconnected(&env).await;
+    env.sim.post_message("bob", &dm, "dm").unwrap();
+    env.sim.post_message("bob", &group, "team").unwrap();
+    let (got, frames) = messages_until(&mut c, &["dm", "team"]).await;
+    assert_eq!(texts_in(&got, &dm), ["dm"]);
+    assert_eq!(texts_in(&got, &group), ["team"]);
+    assert!(frames.iter().all(|v| v["event"] != "reloadRequired"));
+    let calls = env.sim.calls();
+    let count = |route: &str| calls.iter().filter(|c| c.route == route).count();
+    assert_eq!(count("subscriptions.get"), 0, "its method answered");
+    assert_eq!(count("rooms.get"), 1);
+    assert!(count("chat.syncMessages") >= 2, "each room over REST");
 }

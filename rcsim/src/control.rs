@@ -211,6 +211,12 @@ async fn handle(
             if let Some(v) = flag("ddp_rate_limiter") {
                 s.ddp_rate_limiter = v;
             }
+            if let Some(v) = b
+                .get("ddp_rate_limit_by_method_interval_ms")
+                .and_then(Value::as_u64)
+            {
+                s.ddp_rate_limit_by_method_interval = Duration::from_millis(v.max(1));
+            }
             if let Some(v) = b.get("removed_methods").and_then(Value::as_array) {
                 s.removed_methods = v
                     .iter()

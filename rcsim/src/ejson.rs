@@ -40,10 +40,18 @@ impl From<i64> for Date {
     }
 }
 
+/// The milliseconds of an EJSON date `{"$date": ms}` and of nothing else.
+pub fn ejson_date(v: &Value) -> Option<i64> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get("$date").and_then(Value::as_i64),
+        _ => None,
+    }
+}
+
 /// The milliseconds of an EJSON date, or of an ISO string as REST clients send it.
 pub fn parse_date(v: &Value) -> Option<i64> {
     match v {
-        Value::Object(m) if m.len() == 1 => m.get("$date").and_then(Value::as_i64),
+        Value::Object(_) => ejson_date(v),
         Value::String(s) => parse_iso(s),
         Value::Number(n) => n.as_i64(),
         _ => None,

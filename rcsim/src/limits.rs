@@ -103,7 +103,8 @@ impl Default for DdpLimiter {
 
 impl DdpLimiter {
     /// Counts a method call by `uid` on `connection` (for `method.call`,
-    /// the hashed login token); the wait in ms when a rule blocks it.
+    /// the hashed login token), the two by-method rules counting over
+    /// `by_method_ms`; the wait in ms when a rule blocks it.
     pub fn hit(
         &mut self,
         uid: &str,
@@ -111,7 +112,10 @@ impl DdpLimiter {
         connection: &str,
         method: &str,
         now: i64,
+        by_method_ms: i64,
     ) -> Option<i64> {
+        self.rules[3].window_ms = by_method_ms;
+        self.rules[4].window_ms = by_method_ms;
         let keys = [
             (ip != "127.0.0.1").then(|| ip.to_string()),
             Some(uid.to_string()),
@@ -264,20 +268,29 @@ mod tests {
         let mut l = DdpLimiter::default();
         for i in 0..10 {
             assert_eq!(
-                l.hit("u", "127.0.0.1", "t1", "messages/get", 1),
+                l.hit("u", "127.0.0.1", "t1", "messages/get", 1, 10_000),
                 None,
                 "call {i}"
             );
         }
         assert_eq!(
-            l.hit("u", "127.0.0.1", "t1", "messages/get", 2_000),
+            l.hit("u", "127.0.0.1", "t1", "messages/get", 2_000, 10_000),
             Some(8_001)
         );
         // Another method, or the window over: allowed again.
-        assert_eq!(l.hit("u", "127.0.0.1", "t1", "rooms/get", 2_000), None);
-        assert_eq!(l.hit("u", "127.0.0.1", "t1", "messages/get", 10_002), None);
+        assert_eq!(
+            l.hit("u", "127.0.0.1", "t1", "rooms/get", 2_000, 10_000),
+            None
+        );
+        assert_eq!(
+            l.hit("u", "127.0.0.1", "t1", "messages/get", 10_002, 10_000),
+            None
+        );
         // Another user's token has its own counters.
-        assert_eq!(l.hit("v", "127.0.0.1", "t2", "messages/get", 10_003), None);
+        assert_eq!(
+            l.hit("v", "127.0.0.1", "t2", "messages/get", 10_003, 10_000),
+            None
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Settings {
     pub ddp_login_rate_limit: bool,
     /// `DDP_Rate_Limit_*_Enabled`, as `method.call` applies the DDP limiter.
     pub ddp_rate_limiter: bool,
+    /// `DDP_Rate_Limit_User_By_Method_Interval_Time` and
+    /// `DDP_Rate_Limit_Connection_By_Method_Interval_Time` (10 s).
+    pub ddp_rate_limit_by_method_interval: Duration,
     /// DDP methods this server no longer has (Rocket.Chat 9 removes the
     /// orphans, `messages/get` and `rooms/get` among them): `method.call`
     /// answers them "not found".
@@ -94,6 +97,7 @@ impl Default for Settings {
             email_2fa_enabled: true,
             ddp_login_rate_limit: true,
             ddp_rate_limiter: true,
+            ddp_rate_limit_by_method_interval: Duration::from_secs(10),
             removed_methods: vec![],
             create_token_profile: CreateTokenProfile::V8,
             create_tokens_for_users: false,

@@ -12,7 +12,8 @@
 //! `session.backfill_concurrency` backfills run at a time.
 
 use crate::config::SessionConfig;
-use crate::rocketchat::backfill::{Methods, Route};
+use crate::rocketchat::backfill::{Methods, Route, Waits};
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -92,6 +93,39 @@ impl Backfills {
         {
             let _ = wait.await;
         }
+    }
+}
+
+/// One backfill under way. Its place among those running is given up while
+/// it waits out a DDP limiter's refusal: that limit is this user's alone,
+/// and another user's backfill can go meanwhile.
+pub(crate) struct Running<'a> {
+    backfills: &'a Backfills,
+    place: RefCell<Option<SemaphorePermit<'a>>>,
+    urgent: bool,
+}
+
+impl<'a> Running<'a> {
+    /// Waits for a place; `urgent` for a user with clients.
+    pub(crate) async fn start(backfills: &'a Backfills, urgent: bool) -> Running<'a> {
+        Running {
+            backfills,
+            place: RefCell::new(backfills.place().await),
+            urgent,
+        }
+    }
+}
+
+impl Waits for Running<'_> {
+    async fn turn(&self, route: Route) {
+        self.backfills.turn(route, self.urgent).await;
+    }
+
+    async fn pause(&self, wait: Duration) {
+        drop(self.place.borrow_mut().take());
+        tokio::time::sleep(wait).await;
+        let place = self.backfills.place().await;
+        *self.place.borrow_mut() = place;
     }
 }
 

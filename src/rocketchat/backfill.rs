@@ -14,8 +14,9 @@ use super::rest::RestClient;
 use super::{Credentials, Event, EventData, RcError};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The REST routes a backfill calls, each limited on its own by Rocket.Chat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,18 +46,34 @@ impl Route {
 }
 
 /// Which of the backfill's DDP methods the server turned out not to have
-/// (Rocket.Chat 9 removes orphan methods): learnt once, then their routes
-/// go over REST.
+/// (Rocket.Chat 9 removes orphan methods): their routes go over REST, and
+/// the method is asked again after [`RECHECK`] (an upgrade, a restore).
+/// Each slot holds when the method was found gone (ms on [`clock`]; 0:
+/// present).
 #[derive(Default)]
-pub(crate) struct Methods([AtomicBool; 3]);
+pub(crate) struct Methods([AtomicU64; 3]);
+
+/// How long a method found gone is not asked again.
+const RECHECK: Duration = Duration::from_secs(600);
+
+/// Milliseconds since the first call, never 0.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
 
 impl Methods {
     fn gone(&self, route: Route) -> bool {
-        self.0[route.index()].load(Ordering::Relaxed)
+        let at = self.0[route.index()].load(Ordering::Relaxed);
+        at != 0 && clock().saturating_sub(at) < RECHECK.as_millis() as u64
+    }
+
+    fn present(&self, route: Route) {
+        self.0[route.index()].store(0, Ordering::Relaxed);
     }
 
     fn set_gone(&self, route: Route) {
-        if !self.0[route.index()].swap(true, Ordering::Relaxed) {
+        if self.0[route.index()].swap(clock(), Ordering::Relaxed) == 0 {
             log::warn!(
                 "Rocket.Chat has no DDP method {}: backfills call its REST route instead, which Rocket.Chat limits to 10 calls a minute for all users together unless their role holds api-bypass-rate-limit (see imrelay doctor)",
                 route.method()
@@ -68,9 +85,20 @@ impl Methods {
 /// Retries of a method the DDP limiter refused, each after the wait it named.
 const METHOD_RETRIES: u32 = 5;
 
+/// How a backfill waits: its turn on a REST route (the caller's pacing),
+/// and out a DDP limiter's refusal (without holding a place another
+/// user's backfill could use).
+pub(crate) trait Waits {
+    async fn turn(&self, route: Route);
+    async fn pause(&self, wait: Duration);
+}
+
 /// One ask of a backfill: the DDP method while the server has it, else
-/// the REST route `path` once `turn` allows (REST's dates made EJSON, and
-/// `chat.syncMessages`' `result` unwrapped, so both answer alike).
+/// the REST route `path` once its turn comes (REST's dates made EJSON, and
+/// `chat.syncMessages`' `result` unwrapped, so both answer alike). The
+/// answer must be the object with the arrays `lists` name: anything else
+/// (a date Rocket.Chat did not take, a changed API) is an error, not
+/// "nothing missed".
 async fn ask(
     rest: &RestClient,
     creds: &Credentials,
@@ -78,30 +106,45 @@ async fn ask(
     route: Route,
     params: Value,
     path: String,
-    turn: &impl AsyncFn(Route),
+    waits: &impl Waits,
 ) -> Result<Value, RcError> {
     let mut tries = 0;
-    while !methods.gone(route) {
+    let v = loop {
+        if methods.gone(route) {
+            waits.turn(route).await;
+            let mut v = rest.get(&path, creds).await?;
+            ejson_dates(&mut v);
+            break match route {
+                Route::SyncMessages => v["result"].take(),
+                _ => v,
+            };
+        }
         match method_call::call(rest, creds, route.method(), params.clone()).await {
-            Ok(Answer::Result(Value::Bool(false))) => {
-                return Err(RcError::Forbidden(format!("{}: no access", route.method())))
+            Ok(Answer::Result(v)) => {
+                methods.present(route);
+                break v;
             }
-            Ok(Answer::Result(v)) => return Ok(v),
             Ok(Answer::Gone) => methods.set_gone(route),
             Err(RcError::RateLimited { retry_after }) if tries < METHOD_RETRIES => {
                 tries += 1;
-                tokio::time::sleep(retry_after).await;
+                waits.pause(retry_after).await;
             }
             Err(e) => return Err(e),
         }
+    };
+    let lists: &[&str] = match route {
+        Route::SyncMessages => &["updated"],
+        _ => &["update"],
+    };
+    if lists.iter().all(|k| v.get(k).is_some_and(Value::is_array)) {
+        Ok(v)
+    } else {
+        Err(RcError::Server(format!(
+            "{}: an answer without {}",
+            route.method(),
+            lists.join(", ")
+        )))
     }
-    turn(route).await;
-    let mut v = rest.get(&path, creds).await?;
-    ejson_dates(&mut v);
-    Ok(match route {
-        Route::SyncMessages => v["result"].take(),
-        _ => v,
-    })
 }
 
 /// What a backfill found.
@@ -160,15 +203,14 @@ fn date_ms(v: &Value) -> i64 {
 }
 
 /// Fetches what changed for the user since `since`, at most `max_messages`
-/// messages; `turn` is awaited before each REST call (the caller's rate
-/// limit).
+/// messages, waiting as `waits` says.
 pub(crate) async fn missed(
     rest: &RestClient,
     creds: &Credentials,
     since: SystemTime,
     max_messages: usize,
     methods: &Methods,
-    turn: impl AsyncFn(Route),
+    waits: &impl Waits,
 ) -> Result<Missed, RcError> {
     let date =
         json!({"$date": since.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64});
@@ -180,7 +222,7 @@ pub(crate) async fn missed(
         Route::Subscriptions,
         json!([date]),
         format!("/api/v1/subscriptions.get?updatedSince={since}"),
-        &turn,
+        waits,
     )
     .await?;
     let mut events = vec![];
@@ -215,7 +257,7 @@ pub(crate) async fn missed(
         Route::Rooms,
         json!([date]),
         format!("/api/v1/rooms.get?updatedSince={since}"),
-        &turn,
+        waits,
     )
     .await?;
     for room in changed["update"].as_array().into_iter().flatten() {
@@ -242,9 +284,14 @@ pub(crate) async fn missed(
             Route::SyncMessages,
             json!([rid, {"lastUpdate": date}]),
             format!("/api/v1/chat.syncMessages?roomId={rid}&lastUpdate={since}"),
-            &turn,
+            waits,
         )
-        .await?;
+        .await;
+        let r = match r {
+            // Left the room since it was listed: nothing of it to deliver.
+            Err(RcError::Forbidden(_)) => continue,
+            r => r?,
+        };
         let mut messages = r["updated"].as_array().cloned().unwrap_or_default();
         count += messages.len();
         if count > max_messages {

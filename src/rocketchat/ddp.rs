@@ -172,14 +172,7 @@ pub fn login_error(e: &Value) -> super::RcError {
         return named;
     }
     match code.as_str() {
-        // DDP's rate limiter (REST's answers 429 with headers instead).
-        "too-many-requests" => RcError::RateLimited {
-            retry_after: std::time::Duration::from_millis(
-                e.pointer("/details/timeToReset")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(10_000),
-            ),
-        },
+        "too-many-requests" => rate_limited(e),
         "403" if reason == "User not found" => {
             RcError::NotFound(format!("no Rocket.Chat user ({reason})"))
         }
@@ -187,6 +180,20 @@ pub fn login_error(e: &Value) -> super::RcError {
             "{reason}; does the user's password follow users.password?"
         )),
         _ => RcError::Rejected(format!("{code}: {reason}")),
+    }
+}
+
+/// DDP's rate limiter refusing a method (REST's answers 429 with headers
+/// instead): the wait it names, kept within reason so that a bad value
+/// cannot stall a login or a backfill for long.
+pub(crate) fn rate_limited(e: &Value) -> super::RcError {
+    let ms = e
+        .pointer("/details/timeToReset")
+        .and_then(Value::as_u64)
+        .unwrap_or(10_000)
+        .clamp(50, 60_000);
+    super::RcError::RateLimited {
+        retry_after: std::time::Duration::from_millis(ms),
     }
 }
 

@@ -196,8 +196,14 @@ pub async fn check(cfg: &Config) -> Vec<Finding> {
             format!("session.backfill_rate = {pace} a minute per route"),
         ));
     }
-    // Backfills ask these first: Rocket.Chat limits them per user, not per IP.
-    let since = json!({"$date": 0});
+    // Backfills ask these first: Rocket.Chat limits them per user, not per
+    // IP. Asked for what changed from now on (small answers); the made-up
+    // room is refused by a server that has `messages/get`.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let since = json!({"$date": now});
     let mut gone = vec![];
     let mut failed = None;
     for (method, params) in [
@@ -211,6 +217,7 @@ pub async fn check(cfg: &Config) -> Vec<Finding> {
         match method_call::call(&rest, &admin, method, params).await {
             Ok(Answer::Gone) => gone.push(method),
             Ok(Answer::Result(_)) => {}
+            Err(RcError::Forbidden(_) | RcError::Rejected(_)) if method == "messages/get" => {}
             Err(e) => failed = Some(format!("{method}: {e}")),
         }
     }

@@ -9,7 +9,6 @@ use super::rest::RestClient;
 use super::{Credentials, RcError};
 use awc::http::Method;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// A method's answer.
 pub(crate) enum Answer {
@@ -45,8 +44,10 @@ pub(crate) async fn call(
         .and_then(Value::as_str)
         .filter(|_| status == 200 || status == 400)
     else {
+        // A server without `method.call` answers a 404 in JSON (Rocket.Chat's
+        // API writes every answer so); a proxy's error page is not that.
         return match status {
-            404 => Ok(Answer::Gone),
+            404 if v.is_object() => Ok(Answer::Gone),
             _ => Err(super::rest::classify(r.status, &r.headers, &v)),
         };
     };
@@ -62,15 +63,15 @@ pub(crate) async fn call(
 
 fn method_error(e: &Value) -> Result<Answer, RcError> {
     let (code, reason) = super::ddp::error_parts(e);
+    if let Some(named) = super::classify_named(&code, &reason, e.get("details")) {
+        return Err(named);
+    }
     Err(match code.as_str() {
-        "404" if reason.ends_with("not found") => return Ok(Answer::Gone),
-        "too-many-requests" => RcError::RateLimited {
-            retry_after: Duration::from_millis(
-                e.pointer("/details/timeToReset")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(10_000),
-            ),
-        },
+        // Meteor's answer for a method it does not have.
+        "404" if reason.starts_with("Method '") && reason.ends_with("' not found") => {
+            return Ok(Answer::Gone)
+        }
+        "too-many-requests" => super::ddp::rate_limited(e),
         "error-unauthorized" | "error-not-allowed" | "403" => RcError::Forbidden(reason),
         _ => RcError::Rejected(format!("{code}: {reason}")),
     })
@@ -79,6 +80,7 @@ fn method_error(e: &Value) -> Result<Answer, RcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn method_errors_are_classified() {
@@ -88,6 +90,19 @@ mod tests {
         assert!(matches!(
             method_error(&limited),
             Err(RcError::RateLimited { retry_after }) if retry_after == Duration::from_millis(4200)
+        ));
+        let bad = json!({"error": "too-many-requests", "details": {"timeToReset": 9_000_000_000_000_000_u64}});
+        assert!(
+            matches!(
+                method_error(&bad),
+                Err(RcError::RateLimited { retry_after }) if retry_after == Duration::from_secs(60)
+            ),
+            "a wait out of reason is bounded"
+        );
+        let other_404 = json!({"error": 404, "reason": "Room not found"});
+        assert!(matches!(
+            method_error(&other_404),
+            Err(RcError::Rejected(_))
         ));
         let other = json!({"error": "error-invalid-room", "reason": "Invalid room"});
         assert!(

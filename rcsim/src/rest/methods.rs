@@ -7,7 +7,7 @@
 //! 400 with the error (as since Rocket.Chat's PR #38007).
 
 use super::{Ctx, Reply};
-use crate::ejson::{now_ms, parse_date};
+use crate::ejson::{ejson_date, now_ms};
 use crate::error::MeteorError;
 use serde_json::{json, Value};
 
@@ -38,11 +38,14 @@ pub fn call(ctx: &mut Ctx) -> Reply {
             .as_ref()
             .map(|c| c.token_hash.clone())
             .unwrap_or_default();
-        let wait = ctx
-            .sim
-            .ddp_limiter
-            .lock()
-            .hit(ctx.uid(), &ctx.ip, &token, method, now_ms());
+        let wait = ctx.sim.ddp_limiter.lock().hit(
+            ctx.uid(),
+            &ctx.ip,
+            &token,
+            method,
+            now_ms(),
+            settings.ddp_rate_limit_by_method_interval.as_millis() as i64,
+        );
         if let Some(ms) = wait {
             let secs = (ms + 999) / 1000;
             let e = MeteorError::new(
@@ -80,9 +83,10 @@ fn answer(id: &str, result: Result<Value, MeteorError>) -> Reply {
 fn run(ctx: &Ctx, method: &str, params: &[Value]) -> Result<Value, MeteorError> {
     let store = ctx.sim.store.lock();
     let uid = ctx.uid();
-    let since = |v: Option<&Value>| v.and_then(parse_date);
+    let since = |v: Option<&Value>| v.and_then(ejson_date);
     Ok(match method {
-        // With a date `{update, remove}`, without one every record.
+        // With a date `{update, remove}`, without one every record. A date is
+        // an EJSON Date only: Rocket.Chat's `instanceof Date` takes nothing else.
         "subscriptions/get" => match since(params.first()) {
             Some(t) => {
                 let (update, remove) = store.subscriptions_of(uid, Some(t));
@@ -99,7 +103,7 @@ fn run(ctx: &Ctx, method: &str, params: &[Value]) -> Result<Value, MeteorError> 
                 return Err(MeteorError::new("error-invalid-room", "Invalid room"));
             };
             if !store.can_access(rid, uid) {
-                return Ok(Value::Bool(false));
+                return Err(MeteorError::new("error-not-allowed", "Not allowed"));
             }
             let Some(t) = since(params.get(1).and_then(|o| o.get("lastUpdate"))) else {
                 return Err(MeteorError::new("error-invalid-date", "Invalid date"));

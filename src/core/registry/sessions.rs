@@ -4,12 +4,13 @@
 //! the user's clients.
 
 use super::{Backfilled, Registry, SessionSlot, UserState, Wires, DEDUPE_WINDOW};
+use crate::core::backfill::Running;
 use crate::core::cache::Entry;
 use crate::core::engine::{Answer, Batch, EngineError};
 use crate::core::report::{Deliver, Established, SessionGone, SessionReport, SubscriptionsReady};
 use crate::core::session::{SessionAuth, Stop};
 use crate::core::words::{EndReason, ToClient};
-use crate::rocketchat::backfill::{identity, missed, reload_required, Missed};
+use crate::rocketchat::backfill::{identity, missed, reload_required, Missed, Waits};
 use crate::rocketchat::rest::RestClient;
 use crate::rocketchat::{Event, RcError};
 use actix::prelude::*;
@@ -439,14 +440,13 @@ impl Registry {
             };
             let creds = login.credentials();
             let fetch = async move {
-                let _place = backfills.place().await;
+                let waits = Running::start(&backfills, urgent).await;
                 let mut tries = 0;
                 loop {
-                    let turn = async |route| backfills.turn(route, urgent).await;
-                    match missed(&rest, &creds, since, max, &backfills.methods, turn).await {
+                    match missed(&rest, &creds, since, max, &backfills.methods, &waits).await {
                         Err(RcError::RateLimited { retry_after }) if tries < 3 => {
                             tries += 1;
-                            tokio::time::sleep(retry_after).await;
+                            waits.pause(retry_after).await;
                         }
                         Ok(Missed::Events(events)) => return Backfill::Events(events),
                         Ok(Missed::TooMany) => return Backfill::Reload("too_many"),
