@@ -25,6 +25,15 @@ pub(crate) enum Protocol {
     Signalr,
 }
 
+/// A Redis client crate `loadgen redis` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RedisClient {
+    /// `redis` (redis-rs) with its connection manager.
+    Redis,
+    /// `fred`.
+    Fred,
+}
+
 #[derive(Parser)]
 #[command(about = "imrelay's benchmark (loopback only)")]
 pub(crate) struct Args {
@@ -168,6 +177,9 @@ pub(crate) enum Cmd {
         /// The redis-server binary.
         #[arg(long, default_value = "redis-server")]
         server: String,
+        /// Which clients, in this order (to interleave runs: `fred,redis`).
+        #[arg(long, value_delimiter = ',', default_value = "redis,fred")]
+        clients: Vec<RedisClient>,
     },
     /// Only measure the machine's latency floor (see --stall-check).
     Stalls {

@@ -280,10 +280,12 @@ fn main() {
         size,
         rate,
         server,
+        clients,
     }) = &a.cmd
     {
         let secs = seconds(*secs, 1.0, 600.0);
         match redis_clients::run(
+            clients,
             server,
             secs,
             (*tasks).clamp(1, 4096),

@@ -30,11 +30,7 @@ const GENERATION: &str = "7";
 /// Every call's deadline, as the engine would give it.
 const DEADLINE: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Redis,
-    Fred,
-}
+use crate::cli::RedisClient as Kind;
 
 impl Kind {
     fn name(self) -> &'static str {
@@ -366,8 +362,9 @@ where
     std::thread::spawn(move || actix_rt::System::new().block_on(f()))
 }
 
-/// Both clients, one after the other, against one fresh redis-server each.
+/// The clients, one after the other, against one fresh redis-server each.
 pub(crate) fn run(
+    kinds: &[Kind],
     bin: &str,
     secs: f64,
     tasks: usize,
@@ -375,7 +372,7 @@ pub(crate) fn run(
     rate: f64,
 ) -> Result<Value, String> {
     let mut out = serde_json::Map::new();
-    for kind in [Kind::Redis, Kind::Fred] {
+    for &kind in kinds {
         out.insert(
             kind.name().into(),
             measure(kind, bin, secs, tasks.max(1), size, rate)?,
@@ -508,6 +505,16 @@ fn measure(
     let _ = sub.join();
     say(format!("  restart: {restart}"));
     drop(server);
+    // A batch published and not heard, or a client that did not come back,
+    // is what would lose a user's events: that fails the run.
+    if heard_n < ok || answered.is_err() || resubscribed.is_err() {
+        return Err(format!(
+            "{}: {heard_n} of {ok} batches heard; answering again: {}; subscriber back: {}",
+            kind.name(),
+            answered.is_ok(),
+            resubscribed.is_ok()
+        ));
+    }
     Ok(json!({"full_speed": full, "restart": restart}))
 }
 
