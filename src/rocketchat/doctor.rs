@@ -187,7 +187,7 @@ pub async fn check(cfg: &Config) -> Vec<Finding> {
         out.push(finding(
             Level::Warn,
             "backfill_rate",
-            format!("session.backfill_rate = {pace} is over Rocket.Chat's {per_minute} calls a minute per route: backfills will meet 429s; set it to {per_minute}, or grant api-bypass-rate-limit to the role user and set it to 0"),
+            format!("session.backfill_rate = {pace} is over Rocket.Chat's {per_minute} calls a minute per route: backfills over the REST routes (where the DDP methods are missing, see backfill_methods) will meet 429s; set it to {per_minute}, or grant api-bypass-rate-limit to the role user and set it to 0"),
         ));
     } else {
         out.push(finding(
