@@ -3,12 +3,14 @@
 //! limiter does not apply (`rateLimiterOptions: false`); the DDP limiter is
 //! applied by hand, keyed by the user and the hashed login token. The
 //! method comes from the body, an EJSON `{msg:"method", id, method,
-//! params}` string, and its answer is one too: HTTP 200 with the result,
-//! 400 with the error (as since Rocket.Chat's PR #38007).
+//! params}` string, and its answer is one too: HTTP 200 with the result;
+//! the error with 400 from 8.0 (Rocket.Chat's PR #38007, merged before
+//! 8.0.0), with 200 and `success: true` before (`server_version`).
 
 use super::{Ctx, Reply};
 use crate::ejson::{ejson_date, now_ms};
 use crate::error::MeteorError;
+use crate::Settings;
 use serde_json::{json, Value};
 
 /// The methods rcsim answers over `method.call`.
@@ -53,7 +55,7 @@ pub fn call(ctx: &mut Ctx) -> Reply {
                 format!("Error, too many requests. Please slow down. You must wait {secs} seconds before trying again."),
             )
             .with_details(json!({"timeToReset": ms}));
-            return answer(id, Err(e));
+            return answer(&settings, id, Err(e));
         }
     }
     let known = METHODS.contains(&method) && !settings.removed_methods.iter().any(|m| m == method);
@@ -65,18 +67,28 @@ pub fn call(ctx: &mut Ctx) -> Reply {
             format!("Method '{method}' not found"),
         ))
     };
-    answer(id, result)
+    answer(&settings, id, result)
 }
 
-fn answer(id: &str, result: Result<Value, MeteorError>) -> Reply {
+fn answer(settings: &Settings, id: &str, result: Result<Value, MeteorError>) -> Reply {
     match result {
         Ok(r) => Reply::ok(
             json!({"message": json!({"msg": "result", "id": id, "result": r}).to_string()}),
         ),
-        Err(e) => Reply::raw(
-            400,
-            json!({"success": false, "message": json!({"msg": "result", "id": id, "error": e.to_ddp()}).to_string()}),
-        ),
+        Err(e) => {
+            let message = json!({"msg": "result", "id": id, "error": e.to_ddp()}).to_string();
+            let major: u32 = settings
+                .server_version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(8);
+            if major >= 8 {
+                Reply::raw(400, json!({"success": false, "message": message}))
+            } else {
+                Reply::ok(json!({"message": message}))
+            }
+        }
     }
 }
 
