@@ -284,14 +284,13 @@ fn main() {
     }) = &a.cmd
     {
         let secs = seconds(*secs, 1.0, 600.0);
-        match redis_clients::run(
-            clients,
-            server,
+        let load = redis_clients::Load {
             secs,
-            (*tasks).clamp(1, 4096),
-            (*size).clamp(20, 1 << 20),
-            rate.clamp(1.0, 1e6),
-        ) {
+            tasks: (*tasks).clamp(1, 4096),
+            size: (*size).clamp(20, 1 << 20),
+            rate: rate.clamp(1.0, 1e6),
+        };
+        match redis_clients::run(clients, server, &load) {
             Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
             Err(e) => {
                 eprintln!("loadgen redis: {e}");

@@ -362,33 +362,78 @@ where
     std::thread::spawn(move || actix_rt::System::new().block_on(f()))
 }
 
+/// What each client is put through.
+#[derive(Clone, Copy)]
+pub(crate) struct Load {
+    /// Seconds at full speed.
+    pub(crate) secs: f64,
+    /// Concurrent publishing tasks.
+    pub(crate) tasks: usize,
+    /// Bytes per batch.
+    pub(crate) size: usize,
+    /// Batches a second while Redis is restarted.
+    pub(crate) rate: f64,
+}
+
 /// The clients, one after the other, against one fresh redis-server each.
-pub(crate) fn run(
-    kinds: &[Kind],
-    bin: &str,
-    secs: f64,
-    tasks: usize,
-    size: usize,
-    rate: f64,
-) -> Result<Value, String> {
+pub(crate) fn run(kinds: &[Kind], bin: &str, load: &Load) -> Result<Value, String> {
     let mut out = serde_json::Map::new();
     for &kind in kinds {
-        out.insert(
-            kind.name().into(),
-            measure(kind, bin, secs, tasks.max(1), size, rate)?,
-        );
+        out.insert(kind.name().into(), measure(kind, bin, load)?);
     }
     Ok(Value::Object(out))
 }
 
-fn measure(
-    kind: Kind,
-    bin: &str,
-    secs: f64,
-    tasks: usize,
-    size: usize,
-    rate: f64,
-) -> Result<Value, String> {
+/// A part of the run on a runtime and thread of its own, until stopped.
+struct Side {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Side {
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// A subscriber on every shard channel, once the server counts it.
+fn subscriber(kind: Kind, port: u16) -> Result<(Arc<Heard>, Side), String> {
+    let heard = Arc::new(Heard::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (h, s) = (heard.clone(), stop.clone());
+        on_runtime(move || async move {
+            if let Err(e) = listen(kind, port, h, s).await {
+                say(format!("  subscriber: {e}"));
+            }
+        })
+    };
+    wait("the subscriber", Duration::from_secs(10), || {
+        subscribed(port) == SHARDS
+    })?;
+    Ok((heard, Side { stop, thread }))
+}
+
+/// The publishing tasks, at `rate` batches a second (0: full speed).
+fn publishers(kind: Kind, port: u16, load: &Load, rate: f64) -> (Arc<Sent>, Side) {
+    let (tasks, size) = (load.tasks, load.size);
+    let sent = Arc::new(Sent::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (s, st) = (sent.clone(), stop.clone());
+        on_runtime(move || publish(kind, port, tasks, size, rate, s, st))
+    };
+    (sent, Side { stop, thread })
+}
+
+fn measure(kind: Kind, bin: &str, load: &Load) -> Result<Value, String> {
+    let Load {
+        secs,
+        tasks,
+        size,
+        rate,
+    } = *load;
     let port = free_port()?;
     let mut server = start_server(bin, port)?;
     let users = tasks * USERS_PER_TASK;
@@ -399,33 +444,15 @@ fn measure(
     ));
 
     // Full speed.
-    let heard = Arc::new(Heard::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let hush = Arc::new(AtomicBool::new(false));
-    let sub = {
-        let (h, s) = (heard.clone(), hush.clone());
-        on_runtime(move || async move {
-            if let Err(e) = listen(kind, port, h, s).await {
-                say(format!("  subscriber: {e}"));
-            }
-        })
-    };
-    wait("the subscriber", Duration::from_secs(10), || {
-        subscribed(port) == SHARDS
-    })?;
-    let sent = Arc::new(Sent::new());
+    let (heard, sub) = subscriber(kind, port)?;
     let (me0, rs0, t0) = (
         cpu_secs(std::process::id()),
         server.cpu_secs(),
         Instant::now(),
     );
-    let pubs = {
-        let (s, st) = (sent.clone(), stop.clone());
-        on_runtime(move || publish(kind, port, tasks, size, 0.0, s, st))
-    };
+    let (sent, pubs) = publishers(kind, port, load, 0.0);
     std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    let _ = pubs.join();
+    pubs.stop();
     let elapsed = t0.elapsed().as_secs_f64();
     let (me, rs) = (cpu_secs(std::process::id()) - me0, server.cpu_secs() - rs0);
     let ok = sent.ok.load(Ordering::Relaxed);
@@ -435,8 +462,7 @@ fn measure(
         || heard.count.load(Ordering::Relaxed) >= ok,
     )
     .ok();
-    hush.store(true, Ordering::Relaxed);
-    let _ = sub.join();
+    sub.stop();
     let heard_n = heard.count.load(Ordering::Relaxed);
     let full = json!({
         "batches_per_sec": ok as f64 / elapsed,
@@ -452,25 +478,8 @@ fn measure(
     say(format!("  full speed: {full}"));
 
     // A restart under a paced load.
-    let heard = Arc::new(Heard::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(Sent::new());
-    let hush = Arc::new(AtomicBool::new(false));
-    let sub = {
-        let (h, s) = (heard.clone(), hush.clone());
-        on_runtime(move || async move {
-            if let Err(e) = listen(kind, port, h, s).await {
-                say(format!("  subscriber: {e}"));
-            }
-        })
-    };
-    wait("the subscriber", Duration::from_secs(10), || {
-        subscribed(port) == SHARDS
-    })?;
-    let pubs = {
-        let (s, st) = (sent.clone(), stop.clone());
-        on_runtime(move || publish(kind, port, tasks, size, rate, s, st))
-    };
+    let (heard, sub) = subscriber(kind, port)?;
+    let (sent, pubs) = publishers(kind, port, load, rate);
     std::thread::sleep(Duration::from_secs(2));
     drop(server);
     let down = Duration::from_secs(1);
@@ -499,10 +508,8 @@ fn measure(
         "subscriber_back": resubscribed.is_ok(),
         "round_trip": quantiles(&*sent.latency.lock().map_err(|_| "poisoned")?),
     });
-    stop.store(true, Ordering::Relaxed);
-    hush.store(true, Ordering::Relaxed);
-    let _ = pubs.join();
-    let _ = sub.join();
+    pubs.stop();
+    sub.stop();
     say(format!("  restart: {restart}"));
     drop(server);
     // A batch published and not heard, or a client that did not come back,
