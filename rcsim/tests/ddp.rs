@@ -254,6 +254,13 @@ async fn unknown_method_404_then_updated() {
         json!({"msg": "result", "id": "9", "error": {"isClientSafe": true, "error": 404, "reason": "Method 'nope' not found", "message": "Method 'nope' not found [404]", "errorType": "Meteor.Error"}})
     );
     assert_eq!(d.json().await, json!({"msg": "updated", "methods": ["9"]}));
+    // A method a later release removed is as unknown over DDP as over REST.
+    s.update_settings(|s| s.removed_methods = vec!["rooms/get".into()]);
+    d.send(json!({"msg": "method", "method": "rooms/get", "params": [], "id": "10"}))
+        .await;
+    let r = d.json().await;
+    assert_eq!(r["error"]["reason"], "Method 'rooms/get' not found", "{r}");
+    assert_eq!(d.json().await, json!({"msg": "updated", "methods": ["10"]}));
 }
 
 #[actix_rt::test]

@@ -4,6 +4,19 @@
 use super::*;
 
 impl Connection {
+    /// Meteor answers an unknown method at once, then arms the fence.
+    async fn unknown_method(&mut self, id: &str, method: &str) -> Flow {
+        let err = MeteorError::new(404, format!("Method '{method}' not found"));
+        let r = self
+            .send(&json!({"msg": "result", "id": id, "error": err.to_ddp()}))
+            .await;
+        if r.is_err() {
+            return Flow::Stop;
+        }
+        let r = self.send(&json!({"msg": "updated", "methods": [id]})).await;
+        self.flow(r)
+    }
+
     pub(super) async fn handle_method(&mut self, msg: &Value) -> Flow {
         let id = msg.get("id").and_then(Value::as_str);
         let method = msg.get("method").and_then(Value::as_str);
@@ -20,25 +33,22 @@ impl Connection {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        // A method a later release removed answers as one never there.
+        let removed = self
+            .sim
+            .settings()
+            .removed_methods
+            .iter()
+            .any(|m| m == method);
         let result = match method {
+            _ if removed => return self.unknown_method(&id, method).await,
             "login" => self.method_login(&params).await,
             "logout" => self.method_logout().await,
             "rooms/get" => Ok(self.method_rooms_get(&params)),
             "sendMessage" => self.method_send_message(&params),
             "setReaction" => self.method_set_reaction(&params),
             "stream-notify-room" => self.method_notify_room(&params),
-            other => {
-                // Meteor answers an unknown method at once, then arms the fence.
-                let err = MeteorError::new(404, format!("Method '{other}' not found"));
-                let r = self
-                    .send(&json!({"msg": "result", "id": id, "error": err.to_ddp()}))
-                    .await;
-                if r.is_err() {
-                    return Flow::Stop;
-                }
-                let r = self.send(&json!({"msg": "updated", "methods": [id]})).await;
-                return self.flow(r);
-            }
+            other => return self.unknown_method(&id, other).await,
         };
         let mut frame = json!({"msg": "result", "id": id});
         match result {
