@@ -17,6 +17,8 @@ FORBIDDEN = [
     ("core", "api", "the core knows no HTTP"),
     ("core", "clients", "the core knows no client wire format"),
     ("core", "demo", "the core serves every daemon"),
+    ("core", "cluster", "the core reaches Redis only through its engine seam"),
+    ("rocketchat", "cluster", "upstream knows no store"),
     ("rocketchat", "core", "upstream sits below the core"),
     ("rocketchat", "api", "upstream sits below the adapters"),
     ("rocketchat", "clients", "upstream sits below the adapters"),

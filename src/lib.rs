@@ -23,6 +23,7 @@
 pub(crate) mod admission;
 pub(crate) mod api;
 pub mod clients;
+pub(crate) mod cluster;
 pub mod config;
 pub mod core;
 pub mod demo;

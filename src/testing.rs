@@ -38,3 +38,49 @@ pub fn json_ish() -> impl Strategy<Value = String> {
         format!("{}{splice}{}", &t[..at], &t[at..])
     })
 }
+
+/// A redis-server of the test's own on a free loopback port, without
+/// persistence, killed when dropped. Debian's `redis-server` (`.ci/run`
+/// installs it).
+pub struct RedisServer {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one and waits (10 s at most) until it takes connections.
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian: apt-get install redis-server)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        RedisServer { child, port }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,14 @@
+//! The cluster: several nodes sharing their state in Redis (the engine
+//! Centrifugo and SignalR scale out on), behind the core's engine seam.
+//! Built so far: the shared token cache ([`tokens`]) with Rocket.Chat
+//! tokens sealed at rest ([`seal`]). Not yet reachable from the
+//! configuration: session ownership, the shared history and the fan-out
+//! between nodes come first (`docs/PERFORMANCE.md` round 12 chose the
+//! client).
+#![cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the cluster engine is wired once it is whole")
+)]
+
+pub(crate) mod seal;
+pub(crate) mod tokens;
