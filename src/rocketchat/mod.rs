@@ -262,6 +262,22 @@ pub fn map_event(collection: &str, event_name: &str, args: &[&RawValue]) -> Mapp
     }
 }
 
+/// Every event name imrelay delivers, and the change words: what a stored
+/// event's names are read back into.
+pub(crate) const EVENT_WORDS: &[&str] = &[
+    "getRoomMessageNotification",
+    "getRoomSubscriptionChangedNotification",
+    "getRoomChangedNotification",
+    "getDesktopNotification",
+    "getEphemeralMessage",
+    "reloadRequired",
+    "insert",
+    "update",
+    "remove",
+    "msg",
+    "room",
+];
+
 /// The `stream-notify-user` events a session subscribes to.
 pub const USER_EVENTS: [&str; 5] = [
     "subscriptions-changed",
