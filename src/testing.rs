@@ -55,19 +55,30 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = std::process::Command::new("redis-server")
+        let mut child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (Debian: apt-get install redis-server)");
+        // Ours, answering: a server that lost the port to another test
+        // exits, and its port's PONG would be the other server's.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis-server on port {port} exited: {status}");
+            }
+            if ping(port) {
+                break;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
-                "redis-server did not listen"
+                "redis-server did not answer"
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("redis-server on port {port} exited: {status}");
         }
         RedisServer { child, port }
     }
@@ -76,6 +87,17 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+}
+
+/// Whether a Redis server answers PING on `port`.
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {

@@ -201,6 +201,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_same_node_owning_again_holds_a_new_fence_and_the_old_one_is_dead() {
+        let redis = RedisServer::start();
+        let a = node(&redis, "node-a", Duration::from_millis(200)).await;
+        let Claim::Owned(old) = a.claim("erin").await.unwrap() else {
+            panic!("free");
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.renew("erin", old).await.unwrap() {
+            // Renewed until this loop stops renewing fast enough: wait it out.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(Instant::now() < deadline, "the lease did not run out");
+        }
+        let Claim::Owned(new) = a.claim("erin").await.unwrap() else {
+            panic!("expired: free again");
+        };
+        assert!(new > old);
+        assert!(
+            !a.renew("erin", old).await.unwrap(),
+            "the old fence renews nothing"
+        );
+        assert!(!a.release("erin", old).await.unwrap(), "nor releases");
+        assert!(a.renew("erin", new).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn a_node_name_with_colons_is_still_one_name() {
         let redis = RedisServer::start();
         let ttl = Duration::from_secs(10);

@@ -11,6 +11,9 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
+/// The shortest `cluster.secret` taken.
+pub(crate) const MIN_SECRET: usize = 32;
+
 /// Seals and opens tokens with one secret.
 pub(crate) struct Seal {
     cipher: Aes256Gcm,
@@ -29,13 +32,22 @@ fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
 }
 
 impl Seal {
-    /// Keys for `secret` (one for sealing, one for fingerprints).
-    pub(crate) fn new(secret: &[u8]) -> Seal {
+    /// Keys for `secret` (one for sealing, one for fingerprints). The secret
+    /// must be at least [`MIN_SECRET`] bytes: the keys are derived without
+    /// stretching, so it has to be random, not a passphrase (a dump of Redis
+    /// would let a short one be guessed offline).
+    pub(crate) fn new(secret: &[u8]) -> Result<Seal, String> {
+        if secret.len() < MIN_SECRET {
+            return Err(format!(
+                "cluster.secret must be at least {MIN_SECRET} random bytes (it has {}); e.g. openssl rand -base64 48",
+                secret.len()
+            ));
+        }
         let key = derive(secret, b"imrelay cluster: token sealing v1");
-        Seal {
+        Ok(Seal {
             cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
             fingerprint_key: derive(secret, b"imrelay cluster: token fingerprint v1"),
-        }
+        })
     }
 
     /// `token`, sealed for `username`: base64 of a fresh nonce and the
@@ -85,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_sealed_token_opens_only_for_its_user_with_its_secret() {
-        let seal = Seal::new(b"0123456789abcdef0123456789abcdef");
+        let seal = Seal::new(b"0123456789abcdef0123456789abcdef").unwrap();
         let sealed = seal.seal("alice", "rc-token-1");
         assert!(!sealed.contains("rc-token-1"));
         assert_ne!(
@@ -95,7 +107,7 @@ mod tests {
         );
         assert_eq!(seal.open("alice", &sealed).unwrap(), "rc-token-1");
         assert!(seal.open("bob", &sealed).is_err(), "bound to its user");
-        let other = Seal::new(b"another secret, just as long....");
+        let other = Seal::new(b"another secret, just as long....").unwrap();
         assert!(other.open("alice", &sealed).is_err(), "another secret");
         let mut tampered = STANDARD_NO_PAD.decode(&sealed).unwrap();
         let last = tampered.len() - 1;
@@ -108,11 +120,17 @@ mod tests {
     }
 
     #[test]
+    fn a_short_secret_is_refused() {
+        let e = Seal::new(b"hunter2").err().unwrap();
+        assert!(e.contains("at least 32"), "{e}");
+    }
+
+    #[test]
     fn fingerprints_tell_tokens_apart_and_depend_on_the_secret() {
-        let seal = Seal::new(b"0123456789abcdef0123456789abcdef");
+        let seal = Seal::new(b"0123456789abcdef0123456789abcdef").unwrap();
         assert_eq!(seal.fingerprint("t1"), seal.fingerprint("t1"));
         assert_ne!(seal.fingerprint("t1"), seal.fingerprint("t2"));
-        let other = Seal::new(b"another secret, just as long....");
+        let other = Seal::new(b"another secret, just as long....").unwrap();
         assert_ne!(seal.fingerprint("t1"), other.fingerprint("t1"));
         assert!(!seal.fingerprint("t1").contains("t1"));
     }

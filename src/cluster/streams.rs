@@ -27,36 +27,58 @@ end
 ";
 
 /// Fence, number, append, publish: `{first, epoch}`, or nil when fenced.
+/// The number and the epoch share one hash (`meta`), so they are lost
+/// together or not at all; the history is trimmed by number to the last
+/// ARGV[4] events, whole batches, as the in-memory history is. If the
+/// history holds numbers the meta no longer knows (an eviction, a
+/// failover), the stream starts anew under a new epoch rather than reuse
+/// them.
 const APPEND: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 local n = tonumber(ARGV[2])
-local first = redis.call('INCRBY', KEYS[2], n) - n + 1
-redis.call('SET', KEYS[3], ARGV[6], 'NX')
-local epoch = redis.call('GET', KEYS[3])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], first .. '-0', 'n', n, 'ts', now(), 'b', ARGV[3])
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
-redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\n' .. first .. '\n' .. epoch .. '\n' .. ARGV[9] .. '\n' .. ARGV[3])
+local size = tonumber(ARGV[4])
+local first = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0') + 1
+local last = first + n - 1
+redis.call('HSETNX', KEYS[2], 'epoch', ARGV[6])
+if size > 0 and n > 0 then
+  local function add()
+    return redis.pcall('XADD', KEYS[3], 'MINID', '=', tostring(math.max(0, last - size + 1)),
+      tostring(first) .. '-0', 'n', ARGV[2], 'ts', tostring(now()), 'b', ARGV[3])
+  end
+  local added = add()
+  if type(added) == 'table' and added.err then
+    redis.call('DEL', KEYS[3])
+    redis.call('HSET', KEYS[2], 'epoch', ARGV[6])
+    added = add()
+    if type(added) == 'table' and added.err then return redis.error_reply(added.err) end
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+end
+redis.call('HSET', KEYS[2], 'seq', tostring(last))
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\n' .. tostring(first) .. '\n' .. epoch .. '\n' .. ARGV[9] .. '\n' .. ARGV[3])
 return {tostring(first), epoch}
 ";
 
 /// A client joining: `{epoch, last}`, then `'lost'`, or `'ok'` and the
-/// batches from the one holding since + 1 (`first, bytes` each).
+/// batches from the one holding since + 1 (`first, bytes` each, at most
+/// ARGV[5] of them: the history's bound).
 const JOIN: &str = r"
-redis.call('SET', KEYS[2], ARGV[1], 'NX')
-local epoch = redis.call('GET', KEYS[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local out = {epoch, tostring(last)}
 if ARGV[2] == '' then return out end
 local s = tonumber(ARGV[3])
 if ARGV[2] ~= epoch or s > last then table.insert(out, 'lost'); return out end
 table.insert(out, 'ok')
 if s == last then return out end
-local start = redis.call('XREVRANGE', KEYS[3], (s + 1) .. '-0', '-', 'COUNT', 1)
+local start = redis.call('XREVRANGE', KEYS[2], tostring(s + 1) .. '-0', '-', 'COUNT', 1)
 if #start == 0 or now() - tonumber(start[1][2][4]) > tonumber(ARGV[4]) then
   out[3] = 'lost'
   return out
 end
-for _, e in ipairs(redis.call('XRANGE', KEYS[3], start[1][1], '+')) do
+for _, e in ipairs(redis.call('XRANGE', KEYS[2], start[1][1], '+', 'COUNT', tonumber(ARGV[5]))) do
   table.insert(out, string.match(e[1], '^(%d+)'))
   table.insert(out, e[2][6])
 end
@@ -163,13 +185,12 @@ impl Streams {
         let r: Option<(u64, String)> = self
             .append
             .key(self.key("lease", username))
-            .key(self.key("seq", username))
-            .key(self.key("epoch", username))
+            .key(self.key("meta", username))
             .key(self.key("stream", username))
             .arg(format!("{}:{fence}", self.node))
-            .arg(batch.len().max(1))
+            .arg(batch.len())
             .arg(codec::encode(batch))
-            .arg(self.bounds.size.max(1))
+            .arg(self.bounds.size)
             .arg(self.bounds.ttl.as_millis().max(1) as u64)
             .arg(new_epoch())
             .arg(self.channel(username))
@@ -192,13 +213,13 @@ impl Streams {
     ) -> Result<Joined, EngineError> {
         let r: Vec<redis::Value> = self
             .join
-            .key(self.key("seq", username))
-            .key(self.key("epoch", username))
+            .key(self.key("meta", username))
             .key(self.key("stream", username))
             .arg(new_epoch())
             .arg(since.map_or("", |s| s.epoch.as_str()))
             .arg(since.map_or(0, |s| s.seq))
             .arg(self.bounds.ttl.as_millis().max(1) as u64)
+            .arg(self.bounds.size.max(1))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -211,14 +232,16 @@ impl Streams {
             ));
         };
         let epoch: Arc<str> = text(epoch)?.into();
-        let last = text(last)?.parse().unwrap_or(0);
+        let number =
+            |v: &redis::Value| -> Result<u64, EngineError> { text(v)?.parse().map_err(unreadable) };
+        let last = number(last)?;
         let replay = match r.get(2).map(text).transpose()?.as_deref() {
             None => None,
             Some("lost") => Some(Replay::Lost),
             Some(_) => {
                 let mut batches = vec![];
                 for pair in r[3..].chunks_exact(2) {
-                    let first: u64 = text(&pair[0])?.parse().unwrap_or(0);
+                    let first = number(&pair[0])?;
                     let bytes: Vec<u8> =
                         redis::from_redis_value_ref(&pair[1]).map_err(unreadable)?;
                     batches.push((first, codec::decode(&bytes)?));
@@ -233,13 +256,14 @@ impl Streams {
         })
     }
 
-    /// The user's stream is over (logout, deletion, expiry): the next one
-    /// has a new epoch and starts at 1.
+    /// The user's stream is over (logout, deletion, expiry), and its lease
+    /// with it (the owner stops; nothing it still appends lands): the next
+    /// stream has a new epoch and starts at 1.
     pub(crate) async fn end(&self, username: &str) -> Result<(), EngineError> {
         redis::cmd("DEL")
-            .arg(self.key("seq", username))
-            .arg(self.key("epoch", username))
+            .arg(self.key("meta", username))
             .arg(self.key("stream", username))
+            .arg(self.key("lease", username))
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)
@@ -375,68 +399,99 @@ mod tests {
         assert_eq!(anew.last, 0);
     }
 
-    #[tokio::test]
-    async fn past_the_bound_a_replay_is_lost() {
-        let redis = RedisServer::start();
-        let c = conn(&redis).await;
+    /// A stream of `size` events' history owned by node "a", and its fence.
+    async fn owned(redis: &RedisServer, user: &str, bounds: Bounds) -> (Streams, u64) {
+        let c = conn(redis).await;
         let leases = Leases::new(c.clone(), "imrelay:", "a", Duration::from_secs(10));
-        let Claim::Owned(fence) = leases.claim("bob").await.unwrap() else {
+        let Claim::Owned(fence) = leases.claim(user).await.unwrap() else {
             panic!("free");
         };
-        let small = Bounds {
-            size: 1,
+        (Streams::new(c, "imrelay:", "a", bounds, 16), fence)
+    }
+
+    async fn append(s: &Streams, user: &str, fence: u64, texts: &[&str]) -> (u64, String) {
+        match s.append(user, fence, &batch(texts)).await.unwrap() {
+            Appended::First(first, epoch) => (first, epoch.to_string()),
+            Appended::Fenced => panic!("owned"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_history_keeps_the_last_events_in_whole_batches_as_in_memory() {
+        let redis = RedisServer::start();
+        let five = Bounds {
+            size: 5,
             ttl: Duration::from_secs(60),
         };
-        let s = Streams::new(c, "imrelay:", "a", small, 16);
-        let mut epoch = None;
-        for i in 0..500 {
-            if let Appended::First(_, e) = s
-                .append("bob", fence, &batch(&[&i.to_string()]))
-                .await
-                .unwrap()
-            {
-                epoch = Some(e);
-            }
+        let (s, fence) = owned(&redis, "bob", five).await;
+        for pair in [["1", "2"], ["3", "4"], ["5", "6"]] {
+            append(&s, "bob", fence, &pair).await;
         }
-        let since = Since {
-            epoch: epoch.unwrap().to_string(),
-            seq: 1,
+        let (_, epoch) = append(&s, "bob", fence, &[]).await;
+        let since = |seq| Since {
+            epoch: epoch.clone(),
+            seq,
         };
-        let j = s.join("bob", Some(&since)).await.unwrap();
-        assert_eq!(j.last, 500);
-        assert!(
-            matches!(j.replay, Some(Replay::Lost)),
-            "trimmed: the history no longer reaches 2"
-        );
+        // Six events over a bound of five: the oldest batch (1, 2) went.
+        let lost = s.join("bob", Some(&since(1))).await.unwrap();
+        assert_eq!(lost.last, 6);
+        assert!(matches!(lost.replay, Some(Replay::Lost)));
+        let kept = s
+            .join("bob", Some(&since(2)))
+            .await
+            .unwrap()
+            .replay
+            .unwrap();
+        let seqs: Vec<u64> = texts(&kept, 2).iter().map(|(n, _)| *n).collect();
+        assert_eq!(seqs, [3, 4, 5, 6]);
+        let none = Bounds {
+            size: 0,
+            ttl: Duration::from_secs(60),
+        };
+        let (s, fence) = owned(&redis, "carl", none).await;
+        let (_, epoch) = append(&s, "carl", fence, &["1", "2"]).await;
+        let since = Since { epoch, seq: 1 };
+        let j = s.join("carl", Some(&since)).await.unwrap();
+        assert!(matches!(j.replay, Some(Replay::Lost)), "no history kept");
+    }
+
+    #[tokio::test]
+    async fn numbers_the_store_forgot_are_not_given_out_again_in_the_same_epoch() {
+        let redis = RedisServer::start();
+        let (s, fence) = owned(&redis, "erin", bounds()).await;
+        let (_, old) = append(&s, "erin", fence, &["1", "2"]).await;
+        // The numbering is lost (an eviction, a failover), the history not.
+        redis::cmd("DEL")
+            .arg("imrelay:meta:erin")
+            .query_async::<()>(&mut conn(&redis).await)
+            .await
+            .unwrap();
+        let (first, epoch) = append(&s, "erin", fence, &["again"]).await;
+        assert_eq!(first, 1);
+        assert_ne!(epoch, old, "a new stream, a new epoch");
+        let since = Since { epoch: old, seq: 1 };
+        let j = s.join("erin", Some(&since)).await.unwrap();
+        assert!(matches!(j.replay, Some(Replay::Lost)));
     }
 
     #[tokio::test]
     async fn a_history_older_than_its_ttl_is_lost() {
         let redis = RedisServer::start();
-        let c = conn(&redis).await;
-        let leases = Leases::new(c.clone(), "imrelay:", "a", Duration::from_secs(10));
-        let Claim::Owned(fence) = leases.claim("dave").await.unwrap() else {
-            panic!("free");
-        };
         let short = Bounds {
             size: 100,
             ttl: Duration::from_millis(200),
         };
-        let s = Streams::new(c, "imrelay:", "a", short, 16);
-        s.append("dave", fence, &batch(&["1"])).await.unwrap();
-        let Appended::First(_, epoch) = s.append("dave", fence, &batch(&["2"])).await.unwrap()
-        else {
-            panic!("owned");
-        };
-        let since = Since {
-            epoch: epoch.to_string(),
-            seq: 1,
-        };
+        let (s, fence) = owned(&redis, "dave", short).await;
+        append(&s, "dave", fence, &["1"]).await;
+        let (_, epoch) = append(&s, "dave", fence, &["2"]).await;
+        let since = Since { epoch, seq: 1 };
         let fresh = s.join("dave", Some(&since)).await.unwrap();
         assert!(matches!(fresh.replay, Some(Replay::Recovered(_))));
-        // Redis's clock decides; wait for it, bounded.
+        // Events keep coming (so the stream itself lives on) while the one
+        // the client needs ages out on Redis's clock; wait for it, bounded.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
+            append(&s, "dave", fence, &["more"]).await;
             let j = s.join("dave", Some(&since)).await.unwrap();
             if matches!(j.replay, Some(Replay::Lost)) {
                 break;
