@@ -170,16 +170,42 @@ fn sent_at(b: &[u8]) -> Option<u64> {
 #[derive(Default)]
 struct Heard {
     count: AtomicU64,
-    /// now_ns() of the last message (0: none yet).
-    last: AtomicU64,
+    after: After,
     latency: Mutex<Option<Histogram<u64>>>,
+}
+
+/// When something first happened after a mark (Redis back), 0 until then.
+#[derive(Default)]
+struct After {
+    mark: AtomicU64,
+    first: AtomicU64,
+}
+
+impl After {
+    fn happened(&self, now: u64) {
+        let mark = self.mark.load(Ordering::Relaxed);
+        if mark != 0 && now > mark {
+            let _ = self
+                .first
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Milliseconds from the mark to the first time, if it came.
+    fn ms(&self) -> Option<f64> {
+        let (mark, first) = (
+            self.mark.load(Ordering::Relaxed),
+            self.first.load(Ordering::Relaxed),
+        );
+        (first > mark && mark != 0).then(|| (first - mark) as f64 / 1e6)
+    }
 }
 
 impl Heard {
     fn heard(&self, payload: &[u8]) {
         let now = now_ns();
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.last.store(now, Ordering::Relaxed);
+        self.after.happened(now);
         if let (Some(at), Ok(mut h)) = (sent_at(payload), self.latency.lock()) {
             let h = h.get_or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap());
             let _ = h.record((now.saturating_sub(at) / 1_000).max(1));
@@ -252,8 +278,10 @@ struct Sent {
     ok: AtomicU64,
     fenced: AtomicU64,
     errors: AtomicU64,
-    /// now_ns() of the last success.
-    last_ok: AtomicU64,
+    /// The first success after Redis came back.
+    ok_after: After,
+    /// The first failure after Redis came back.
+    failed_after: After,
     latency: Mutex<Histogram<u64>>,
     first_error: Mutex<Option<String>>,
 }
@@ -261,6 +289,7 @@ struct Sent {
 impl Sent {
     fn failed(&self, e: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.failed_after.happened(now_ns());
         if let Ok(mut f) = self.first_error.lock() {
             f.get_or_insert(e);
         }
@@ -271,7 +300,8 @@ impl Sent {
             ok: AtomicU64::new(0),
             fenced: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            last_ok: AtomicU64::new(0),
+            ok_after: After::default(),
+            failed_after: After::default(),
             latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()),
             first_error: Mutex::new(None),
         }
@@ -307,7 +337,7 @@ async fn publish(
                 match conn.append(user, &batch(size)).await {
                     Ok(true) => {
                         sent.ok.fetch_add(1, Ordering::Relaxed);
-                        sent.last_ok.store(now_ns(), Ordering::Relaxed);
+                        sent.ok_after.happened(now_ns());
                         if let Ok(mut h) = sent.latency.lock() {
                             let _ = h.record((start.elapsed().as_micros() as u64).max(1));
                         }
@@ -486,30 +516,41 @@ fn measure(kind: Kind, bin: &str, load: &Load) -> Result<Value, String> {
     std::thread::sleep(down);
     server = start_server(bin, port)?;
     let back = now_ns();
+    for a in [&sent.ok_after, &sent.failed_after, &heard.after] {
+        a.mark.store(back, Ordering::Relaxed);
+    }
     lease(port, users);
     let answered = wait(
         "the publishers to succeed again",
         Duration::from_secs(15),
-        || sent.last_ok.load(Ordering::Relaxed) > back,
+        || sent.ok_after.ms().is_some(),
     );
     let resubscribed = wait(
         "the subscriber to hear again",
         Duration::from_secs(15),
-        || heard.last.load(Ordering::Relaxed) > back,
+        || heard.after.ms().is_some(),
     );
-    let after = |t: u64| (t > back).then(|| (t - back) as f64 / 1e6);
+    pubs.stop();
+    let published = sent.ok.load(Ordering::Relaxed);
+    // What pub/sub lost while Redis was away (at most once): counted, not failed.
+    wait("the subscriber to catch up", Duration::from_secs(5), || {
+        heard.count.load(Ordering::Relaxed) >= published
+    })
+    .ok();
+    sub.stop();
     let restart = json!({
         "rate": rate,
         "redis_down_ms": down.as_millis() as u64,
         "errors": sent.errors.load(Ordering::Relaxed),
         "first_error": sent.first_error.lock().map_err(|_| "poisoned")?.clone(),
         "fenced_before_leases_restored": sent.fenced.load(Ordering::Relaxed),
-        "answered_after_restart_ms": answered.is_ok().then(|| after(sent.last_ok.load(Ordering::Relaxed))).flatten(),
-        "subscriber_back": resubscribed.is_ok(),
+        "first_success_after_restart_ms": sent.ok_after.ms(),
+        "failures_after_restart_began": sent.failed_after.ms().is_some(),
+        "subscriber_heard_after_restart_ms": heard.after.ms(),
+        "published": published,
+        "heard": heard.count.load(Ordering::Relaxed),
         "round_trip": quantiles(&*sent.latency.lock().map_err(|_| "poisoned")?),
     });
-    pubs.stop();
-    sub.stop();
     say(format!("  restart: {restart}"));
     drop(server);
     // A batch published and not heard, or a client that did not come back,
