@@ -5,6 +5,7 @@
 //! longer matches, so its renewals, releases (and, with the shared
 //! history, its appends) fail instead of overwriting the new owner's.
 
+use super::unavailable;
 use crate::core::engine::EngineError;
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -63,10 +64,6 @@ pub(crate) struct Leases {
     claim: Script,
     renew: Script,
     release: Script,
-}
-
-fn unavailable(e: redis::RedisError) -> EngineError {
-    EngineError::Unavailable(format!("redis: {e}"))
 }
 
 impl Leases {

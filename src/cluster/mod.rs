@@ -18,3 +18,23 @@ pub(crate) mod leases;
 pub(crate) mod seal;
 pub(crate) mod streams;
 pub(crate) mod tokens;
+
+use crate::core::engine::EngineError;
+
+/// Redis's clock in ms, for scripts: the one time every node compares.
+const NOW: &str = r"
+local function now()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+";
+
+/// A script with `now()` defined.
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{NOW}{body}"))
+}
+
+/// Redis did not answer, or refused.
+fn unavailable(e: redis::RedisError) -> EngineError {
+    EngineError::Unavailable(format!("redis: {e}"))
+}

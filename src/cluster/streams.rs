@@ -10,6 +10,7 @@
 //! entries, so it holds up to that many batches more).
 
 use super::codec;
+use super::{script, unavailable};
 use crate::core::engine::history::Bounds;
 use crate::core::engine::{Batch, EngineError, Joined, Replay, Since};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -17,14 +18,6 @@ use rand::Rng;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use std::sync::Arc;
-
-/// Redis's clock in ms.
-const NOW: &str = r"
-local function now()
-  local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000)
-end
-";
 
 /// Fence, number, append, publish: `{first, epoch}`, or nil when fenced.
 /// The number and the epoch share one hash (`meta`), so they are lost
@@ -116,10 +109,6 @@ pub(crate) struct Streams {
     join: Script,
 }
 
-fn unavailable(e: redis::RedisError) -> EngineError {
-    EngineError::Unavailable(format!("redis: {e}"))
-}
-
 fn unreadable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("redis: an answer that does not read: {e}"))
 }
@@ -153,8 +142,8 @@ impl Streams {
             prefix: prefix.to_string(),
             bounds,
             shards: shards.max(1),
-            append: Script::new(&format!("{NOW}{APPEND}")),
-            join: Script::new(&format!("{NOW}{JOIN}")),
+            append: script(APPEND),
+            join: script(JOIN),
         }
     }
 

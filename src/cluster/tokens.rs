@@ -13,6 +13,7 @@
 //! token's), which Redis Cluster does not allow.
 
 use super::seal::{Seal, Unsealed};
+use super::{script, unavailable};
 use crate::core::cache::Entry;
 use crate::core::engine::EngineError;
 use crate::rocketchat::Credentials;
@@ -25,14 +26,6 @@ use tokio::time::Instant;
 
 /// How long a record outlives its deadline.
 pub(crate) const GRACE: Duration = Duration::from_secs(600);
-
-/// Redis's clock in ms.
-const NOW: &str = r"
-local function now()
-  local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000)
-end
-";
 
 /// The login's fields and the ms it has left, or nil past its deadline.
 const LIVE: &str = r"
@@ -138,10 +131,6 @@ pub(crate) struct RedisTokens {
     expiring: Script,
 }
 
-fn unavailable(e: redis::RedisError) -> EngineError {
-    EngineError::Unavailable(format!("redis: {e}"))
-}
-
 fn unreadable(what: &str) -> EngineError {
     EngineError::Unavailable(format!("redis: a login record with {what}"))
 }
@@ -160,7 +149,6 @@ impl RedisTokens {
     /// Over `conn`, keys under `prefix`, tokens sealed with `seal`, logins
     /// expiring after `ttl` idle.
     pub(crate) fn new(conn: ConnectionManager, prefix: &str, seal: Seal, ttl: Duration) -> Self {
-        let script = |body: &str| Script::new(&format!("{NOW}{body}"));
         RedisTokens {
             conn,
             seal,
