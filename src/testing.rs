@@ -39,37 +39,47 @@ pub fn json_ish() -> impl Strategy<Value = String> {
     })
 }
 
-/// A redis-server of the test's own on a free loopback port, without
-/// persistence, killed when dropped. Debian's `redis-server` (`.ci/run`
-/// installs it).
+/// A redis-server of the test's own on a unix socket in a directory of its
+/// own (no port to race other tests for), without persistence, killed when
+/// dropped. Debian's `redis-server` (`.ci/run` installs it).
 pub struct RedisServer {
     child: std::process::Child,
-    /// Its port.
-    pub port: u16,
+    dir: std::path::PathBuf,
 }
 
 impl RedisServer {
-    /// Starts one and waits (10 s at most) until it takes connections.
+    /// Starts one and waits (10 s at most) until it answers.
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "imrelay-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the test's Redis");
+        let socket = dir.join("redis.sock");
         let mut child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (Debian: apt-get install redis-server)");
-        // Ours, answering: a server that lost the port to another test
-        // exits, and its port's PONG would be the other server's.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
+        while !ping(&socket) {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server on port {port} exited: {status}");
-            }
-            if ping(port) {
-                break;
+                panic!("redis-server exited: {status}");
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -77,22 +87,19 @@ impl RedisServer {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("redis-server on port {port} exited: {status}");
-        }
-        RedisServer { child, port }
+        RedisServer { child, dir }
     }
 
     /// Its URL.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
     }
 }
 
-/// Whether a Redis server answers PING on `port`.
-fn ping(port: u16) -> bool {
+/// Whether a Redis server answers PING on `socket`.
+fn ping(socket: &std::path::Path) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
@@ -104,5 +111,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
