@@ -132,17 +132,27 @@ async fn ask(
             Err(e) => return Err(e),
         }
     };
-    let lists: &[&str] = match route {
-        Route::SyncMessages => &["updated"],
-        _ => &["update"],
+    answer_of(route, v)
+}
+
+/// An answer as a backfill takes it: the object with its array. `false`
+/// from `messages/get` (what older servers answer for a room the user may
+/// no longer read) is that refusal; any other shape (a date the server did
+/// not take, a changed API) is an error, never "nothing missed".
+fn answer_of(route: Route, v: Value) -> Result<Value, RcError> {
+    let list = match route {
+        Route::SyncMessages if v == Value::Bool(false) => {
+            return Err(RcError::Forbidden(format!("{}: no access", route.method())))
+        }
+        Route::SyncMessages => "updated",
+        _ => "update",
     };
-    if lists.iter().all(|k| v.get(k).is_some_and(Value::is_array)) {
+    if v.get(list).is_some_and(Value::is_array) {
         Ok(v)
     } else {
         Err(RcError::Server(format!(
-            "{}: an answer without {}",
-            route.method(),
-            lists.join(", ")
+            "{}: an answer without {list}",
+            route.method()
         )))
     }
 }
@@ -337,6 +347,25 @@ pub(crate) fn reload_required(since: SystemTime, reason: &str) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_without_its_array_is_an_error_and_false_a_refusal() {
+        let ok = json!({"updated": [], "deleted": []});
+        assert!(answer_of(Route::SyncMessages, ok).is_ok());
+        assert!(matches!(
+            answer_of(Route::SyncMessages, Value::Bool(false)),
+            Err(RcError::Forbidden(_))
+        ));
+        assert!(matches!(
+            answer_of(Route::Subscriptions, json!([{"rid": "r1"}])),
+            Err(RcError::Server(m)) if m.contains("without update")
+        ));
+        assert!(matches!(
+            answer_of(Route::Rooms, Value::Bool(false)),
+            Err(RcError::Server(_))
+        ));
+        assert!(answer_of(Route::Rooms, json!({"update": [], "remove": []})).is_ok());
+    }
 
     #[test]
     fn rest_dates_become_ejson_under_date_keys_only() {
