@@ -130,4 +130,14 @@ impl Settings {
             ..Settings::default()
         }
     }
+
+    /// The major of `server_version` (8 when it does not read), for what
+    /// changed between releases.
+    pub fn major_version(&self) -> u32 {
+        self.server_version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(8)
+    }
 }

@@ -77,13 +77,7 @@ fn answer(settings: &Settings, id: &str, result: Result<Value, MeteorError>) -> 
         ),
         Err(e) => {
             let message = json!({"msg": "result", "id": id, "error": e.to_ddp()}).to_string();
-            let major: u32 = settings
-                .server_version
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(8);
-            if major >= 8 {
+            if settings.major_version() >= 8 {
                 Reply::raw(400, json!({"success": false, "message": message}))
             } else {
                 Reply::ok(json!({"message": message}))
